@@ -1,0 +1,3 @@
+from cryohydra.cli.main import main
+
+raise SystemExit(main())

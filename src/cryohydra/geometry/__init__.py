@@ -1,0 +1,1 @@
+"""Rotations, sampling on SO(3) and alignment."""
