@@ -6,6 +6,7 @@ them. Stacks are memory-mapped so that a stack larger than memory is never loade
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import mrcfile
@@ -22,10 +23,25 @@ def _open_mmap(path: Path):
     try:
         return mrcfile.mmap(path, mode="r", permissive=False)
     except ValueError as err:
-        size = path.stat().st_size
-        raise InputFileError(
-            path, f"not a readable MRC file, or truncated ({size} bytes on disk): {err}"
-        ) from err
+        strict_error = err
+    # Many real stacks (older RELION, cryoDRGN and EMAN2 outputs) lack the 'MAP ' ID string or
+    # the machine stamp. Accept them when the header still describes a data block that is
+    # entirely on disk; a truncated or garbled file leaves ``data`` None in permissive mode.
+    mrc = None
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            mrc = mrcfile.mmap(path, mode="r", permissive=True)
+    except (ValueError, OSError):
+        pass
+    if mrc is not None and mrc.data is not None:
+        return mrc
+    if mrc is not None:
+        mrc.close()
+    size = path.stat().st_size
+    raise InputFileError(
+        path, f"not a readable MRC file, or truncated ({size} bytes on disk): {strict_error}"
+    ) from strict_error
 
 
 def read_map(path: str | Path) -> tuple[np.ndarray, float | None]:
@@ -85,6 +101,11 @@ class StackWriter:
         )
         self._mrc.set_image_stack()
         self._mrc.voxel_size = pixel_size_a
+
+    @property
+    def data(self) -> np.ndarray:
+        """The memory-mapped ``(n, L, L)`` array, for reading back what was written."""
+        return self._mrc.data
 
     def write(self, start: int, images: np.ndarray) -> None:
         self._mrc.data[start : start + len(images)] = images.astype(np.float32, copy=False)

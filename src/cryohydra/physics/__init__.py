@@ -1,0 +1,1 @@
+"""Image-formation physics: pure, batched, differentiable functions (CPU and CUDA)."""
