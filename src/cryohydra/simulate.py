@@ -203,10 +203,10 @@ def simulate(
 ) -> dict:
     """Simulate ``config`` into ``outdir``; returns the summary written to ``simulation.json``."""
     config.validate()
-    paths = _outputs(Path(outdir), force)
     volume, pixel_size_a = load_structure(
         config.structure, config.box_size, config.pixel_size_a, config.bfactor_a2
     )
+    paths = _outputs(Path(outdir), force)
     write_map(paths["map"], volume.numpy(), pixel_size_a, force=force)
 
     rng = np.random.default_rng(config.seed)

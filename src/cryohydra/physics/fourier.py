@@ -16,6 +16,7 @@ __all__ = [
     "fft3_centered",
     "ifft3_centered",
     "padded_fft3",
+    "zero_pad",
     "hartley2",
     "ihartley2",
     "hartley3",
@@ -62,6 +63,16 @@ def ifft3_centered(spectrum: torch.Tensor) -> torch.Tensor:
     return _ifft_centered(spectrum, _DIMS3)
 
 
+def zero_pad(signal: torch.Tensor, new_box: int, ndim: int) -> torch.Tensor:
+    """Zero-pad the last ``ndim`` axes of ``signal`` from ``L`` to ``new_box``, keeping index
+    ``L // 2`` on ``new_box // 2`` (the origin stays the origin)."""
+    box = signal.shape[-1]
+    start = new_box // 2 - box // 2
+    padded = signal.new_zeros(*signal.shape[:-ndim], *((new_box,) * ndim))
+    padded[(Ellipsis,) + (slice(start, start + box),) * ndim] = signal
+    return padded
+
+
 def padded_fft3(volume: torch.Tensor, oversampling: int = 2) -> torch.Tensor:
     """Centred 3D DFT of a real ``(L, L, L)`` volume zero-padded to ``s L`` on every side.
 
@@ -70,12 +81,7 @@ def padded_fft3(volume: torch.Tensor, oversampling: int = 2) -> torch.Tensor:
     """
     if oversampling == 1:
         return fft3_centered(volume)
-    box = volume.shape[-1]
-    padded_box = oversampling * box
-    start = padded_box // 2 - box // 2
-    padded = volume.new_zeros(*volume.shape[:-3], padded_box, padded_box, padded_box)
-    padded[..., start : start + box, start : start + box, start : start + box] = volume
-    return fft3_centered(padded)
+    return fft3_centered(zero_pad(volume, oversampling * volume.shape[-1], ndim=3))
 
 
 def fourier_to_hartley(spectrum: torch.Tensor) -> torch.Tensor:

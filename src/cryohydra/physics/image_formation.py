@@ -20,7 +20,7 @@ import torch
 from cryohydra.io.particles import CTFParams
 from cryohydra.physics.ctf import ctf_2d
 from cryohydra.physics.fourier import ifft2_centered, padded_fft3
-from cryohydra.physics.projector import SliceGrid, project, slice_to_image
+from cryohydra.physics.projector import SliceGrid, gridding_correction, project, slice_to_image
 from cryohydra.physics.shifts import apply_shift
 
 __all__ = ["CTFBatch", "FourierVolume", "clean_image_spectra", "spectra_to_images"]
@@ -60,7 +60,9 @@ class CTFBatch:
 class FourierVolume:
     """A real ``(L, L, L)`` map's centred transform, zero-padded ``oversampling`` times.
 
-    The padding makes trilinear slicing accurate (see :func:`padded_fft3`).
+    The padding makes trilinear slicing accurate (see :func:`padded_fft3`), and the map is
+    divided first by the real-space attenuation of trilinear interpolation
+    (:func:`gridding_correction`), so that slices are projections of the map itself.
     """
 
     spectrum: torch.Tensor
@@ -69,7 +71,9 @@ class FourierVolume:
 
     @staticmethod
     def from_map(volume: torch.Tensor, oversampling: int = 2) -> FourierVolume:
-        return FourierVolume(padded_fft3(volume, oversampling), volume.shape[-1], oversampling)
+        box = volume.shape[-1]
+        correction = gridding_correction(box, oversampling * box, volume.device, volume.dtype)
+        return FourierVolume(padded_fft3(volume / correction, oversampling), box, oversampling)
 
 
 def clean_image_spectra(

@@ -17,7 +17,14 @@ from dataclasses import dataclass
 
 import torch
 
-__all__ = ["SliceGrid", "project", "backproject", "slice_to_image", "image_to_slice"]
+__all__ = [
+    "SliceGrid",
+    "project",
+    "backproject",
+    "slice_to_image",
+    "image_to_slice",
+    "gridding_correction",
+]
 
 
 @dataclass(frozen=True)
@@ -165,3 +172,16 @@ def slice_to_image(values: torch.Tensor, grid: SliceGrid) -> torch.Tensor:
 def image_to_slice(images: torch.Tensor, grid: SliceGrid) -> torch.Tensor:
     """Take the grid's points ``(B, P)`` from ``(B, L, L)`` transformed images."""
     return images.reshape(images.shape[0], -1)[:, grid.flat_index]
+
+
+def gridding_correction(box_size: int, padded_box: int, device=None, dtype=torch.float64):
+    """``(L, L, L)`` real-space factor of trilinear interpolation on a ``padded_box`` grid.
+
+    Interpolating a transform trilinearly convolves it with a triangle one voxel wide, which
+    multiplies the map by ``sinc^2(x / N)`` along each axis (``x`` in pixels from the centre,
+    ``N = padded_box``). Dividing a map by this before slicing it (or a reconstruction after
+    backprojecting) undoes that attenuation.
+    """
+    x = (torch.arange(box_size, device=device, dtype=dtype) - box_size // 2) / padded_box
+    kernel = torch.sinc(x) ** 2
+    return kernel[:, None, None] * kernel[None, :, None] * kernel[None, None, :]

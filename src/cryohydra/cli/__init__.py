@@ -1,0 +1,1 @@
+"""Command line: one module per subcommand, each with ``add_arguments`` and ``run``."""

@@ -1,0 +1,229 @@
+"""Fourier shell correlation (FSC), soft masks and resolution estimates.
+
+Conventions (``shared/CONVENTIONS.md``): volumes are ``(z, y, x)`` with the origin at index
+``L // 2``; the frequency of index ``j`` is ``(j - L // 2) / (L * pixel_size_a)`` in 1/Å.
+Shells are one Fourier pixel wide: shell ``s`` holds the frequencies whose radius, rounded to
+the nearest integer in pixel units, is ``s``, for ``s = 0 .. L // 2`` (Nyquist). The resolution
+is the first crossing of a threshold (0.5 against a ground-truth map, 0.143 between independent
+half-maps), linearly interpolated in frequency between shells, reported in Å.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryohydra.physics.fourier import fft3_centered
+
+__all__ = [
+    "FSCCurve",
+    "ResolutionEstimate",
+    "fsc",
+    "plot_fsc",
+    "radial_shell_index",
+    "soft_spherical_mask",
+]
+
+ArrayLike = np.ndarray | torch.Tensor
+
+
+def _as_volume(volume: ArrayLike) -> torch.Tensor:
+    """``(L, L, L)`` array or tensor -> float64 tensor; checks the shape."""
+    tensor = torch.as_tensor(volume).to(torch.float64)
+    if tensor.ndim != 3 or len(set(tensor.shape)) != 1:
+        raise ValueError(f"expected a cubic (L, L, L) volume, got shape {tuple(tensor.shape)}")
+    return tensor
+
+
+def _radius_grid(box_size: int, dtype=torch.float64) -> torch.Tensor:
+    """``(L, L, L)`` distance (pixels) of each voxel from index ``L // 2`` on every axis."""
+    axis = torch.arange(box_size, dtype=dtype) - box_size // 2
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    return torch.sqrt(x**2 + y**2 + z**2)
+
+
+def soft_spherical_mask(box_size: int, radius_px: float, edge_px: float) -> torch.Tensor:
+    """Spherical mask ``(L, L, L)`` float32 centred at index ``L // 2``, values in ``[0, 1]``.
+
+    1 up to ``radius_px``, then a raised-cosine edge ``(1 + cos(pi (r - radius) / edge)) / 2``
+    falling to 0 at ``radius_px + edge_px`` (pixels); a hard sphere when ``edge_px == 0``.
+    """
+    if radius_px < 0 or edge_px < 0:
+        raise ValueError("radius_px and edge_px must be non-negative")
+    r = _radius_grid(box_size)
+    if edge_px == 0:
+        return (r <= radius_px).to(torch.float32)
+    t = ((r - radius_px) / edge_px).clamp(0.0, 1.0)
+    return (0.5 * (1.0 + torch.cos(math.pi * t))).to(torch.float32)
+
+
+def radial_shell_index(box_size: int) -> torch.Tensor:
+    """``(L, L, L)`` int64 shell of each centred Fourier voxel: ``round(|k|)`` in pixels."""
+    return torch.round(_radius_grid(box_size)).long()
+
+
+@dataclass(frozen=True)
+class ResolutionEstimate:
+    """Where an FSC curve first drops below ``threshold``.
+
+    ``frequency_per_a`` (1/Å) and ``resolution_a = 1 / frequency_per_a`` (Å). When the curve
+    never drops below the threshold, ``crossed`` is False and the values are those of Nyquist
+    (``2 * pixel_size_a``); when it starts below it (no correlation at all), ``crossed`` is
+    True, the frequency 0 and the resolution infinite.
+    """
+
+    threshold: float
+    frequency_per_a: float
+    resolution_a: float
+    crossed: bool
+
+
+@dataclass(frozen=True)
+class FSCCurve:
+    """An FSC curve: ``values[s]`` is the correlation in shell ``s`` (``s = 0 .. L // 2``).
+
+    Attributes:
+        frequencies_per_a: ``(S,)`` shell centres ``s / (L * pixel_size_a)`` in 1/Å.
+        values: ``(S,)`` correlations in ``[-1, 1]``.
+        pixel_size_a: pixel size of the maps (Å/px); Nyquist is ``1 / (2 * pixel_size_a)``.
+    """
+
+    frequencies_per_a: np.ndarray
+    values: np.ndarray
+    pixel_size_a: float
+
+    @property
+    def nyquist_a(self) -> float:
+        """Resolution at Nyquist, ``2 * pixel_size_a`` (Å)."""
+        return 2.0 * self.pixel_size_a
+
+    def resolution(self, threshold: float) -> ResolutionEstimate:
+        """First crossing below ``threshold``, linearly interpolated between shells."""
+        below = np.nonzero(self.values < threshold)[0]
+        if len(below) == 0:
+            nyquist = 1.0 / self.nyquist_a
+            return ResolutionEstimate(threshold, nyquist, self.nyquist_a, crossed=False)
+        s = int(below[0])
+        if s == 0:
+            return ResolutionEstimate(threshold, 0.0, math.inf, crossed=True)
+        v0, v1 = float(self.values[s - 1]), float(self.values[s])
+        f0, f1 = float(self.frequencies_per_a[s - 1]), float(self.frequencies_per_a[s])
+        frequency = f0 + (v0 - threshold) / (v0 - v1) * (f1 - f0)
+        return ResolutionEstimate(threshold, frequency, 1.0 / frequency, crossed=True)
+
+    def resolution_a(self, threshold: float) -> float:
+        """Resolution (Å) at the first crossing below ``threshold``; Nyquist if none.
+
+        Use :meth:`resolution` to know whether the curve crossed at all.
+        """
+        return self.resolution(threshold).resolution_a
+
+    def to_dict(self, thresholds: Sequence[float] = (0.5, 0.143)) -> dict:
+        """JSON-ready dict: the curve and the resolution at each of ``thresholds``."""
+        return {
+            "pixel_size_a": self.pixel_size_a,
+            "frequencies_per_a": self.frequencies_per_a.tolist(),
+            "values": self.values.tolist(),
+            "resolution": {
+                str(t): {"resolution_a": est.resolution_a, "crossed": est.crossed}
+                for t in thresholds
+                for est in [self.resolution(t)]
+            },
+        }
+
+    def to_csv(self, path: str | Path) -> None:
+        """Write ``frequency_per_a, resolution_a, fsc`` (one row per shell) to ``path``."""
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["frequency_per_a", "resolution_a", "fsc"])
+            for f, v in zip(self.frequencies_per_a, self.values, strict=True):
+                writer.writerow([f"{f:.6g}", f"{1.0 / f:.6g}" if f > 0 else "inf", f"{v:.6f}"])
+
+
+def fsc(
+    map1: ArrayLike,
+    map2: ArrayLike,
+    mask: ArrayLike | None = None,
+    *,
+    pixel_size_a: float,
+) -> FSCCurve:
+    """Fourier shell correlation of two ``(L, L, L)`` maps (after multiplying both by ``mask``).
+
+    ``FSC(s) = Re sum F1 conj(F2) / sqrt(sum |F1|^2 sum |F2|^2)`` over the voxels of shell
+    ``s`` (one Fourier pixel wide, ``s = 0 .. L // 2``). ``pixel_size_a`` (Å/px) only sets the
+    frequency axis; it is keyword-only so that a missing pixel size fails loudly.
+    """
+    v1, v2 = _as_volume(map1), _as_volume(map2)
+    if v1.shape != v2.shape:
+        raise ValueError(f"maps differ in shape: {tuple(v1.shape)} vs {tuple(v2.shape)}")
+    if mask is not None:
+        m = _as_volume(mask)
+        v1, v2 = v1 * m, v2 * m
+    box = v1.shape[-1]
+    f1, f2 = fft3_centered(v1), fft3_centered(v2)
+    shells = radial_shell_index(box).reshape(-1)
+    n_shells = box // 2 + 1
+    inside = shells < n_shells
+
+    def shell_sum(values: torch.Tensor) -> torch.Tensor:
+        out = torch.zeros(n_shells, dtype=torch.float64)
+        return out.index_add_(0, shells[inside], values.reshape(-1)[inside])
+
+    cross = shell_sum((f1 * f2.conj()).real)
+    power = shell_sum(f1.abs() ** 2) * shell_sum(f2.abs() ** 2)
+    values = torch.where(power > 0, cross / power.clamp_min(1e-300).sqrt(), torch.zeros(()))
+    frequencies = np.arange(n_shells) / (box * pixel_size_a)
+    return FSCCurve(frequencies, values.numpy(), float(pixel_size_a))
+
+
+def plot_fsc(
+    curves: Mapping[str, FSCCurve],
+    path: str | Path,
+    thresholds: Sequence[float] = (0.5, 0.143),
+    title: str | None = None,
+) -> None:
+    """Plot FSC curves (label -> curve) with horizontal threshold lines to a PNG at ``path``.
+
+    The x axis is the frequency in 1/Å; a secondary axis on top labels it in Å. Uses the Agg
+    canvas directly (no pyplot state).
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(6.4, 4.2), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot(1, 1, 1)
+    for label, curve in curves.items():
+        ax.plot(curve.frequencies_per_a, curve.values, label=label, lw=1.5)
+    for t in thresholds:
+        ax.axhline(t, color="0.4", ls="--", lw=0.8)
+        ax.annotate(f"{t:g}", (1.0, t), xycoords=("axes fraction", "data"), fontsize=8)
+    ax.axhline(0.0, color="0.7", lw=0.6)
+    max_frequency = max((float(c.frequencies_per_a[-1]) for c in curves.values()), default=0.5)
+    ax.set_xlim(0.0, max_frequency)
+    ax.set_ylim(-0.1, 1.05)
+    ax.set_xlabel("spatial frequency (1/Å)")
+    ax.set_ylabel("FSC")
+    if title:
+        ax.set_title(title)
+    if curves:
+        ax.legend(loc="upper right", fontsize=8)
+
+    def to_angstrom(x):
+        x = np.asarray(x, dtype=float)
+        with np.errstate(divide="ignore"):
+            return np.where(x > 0, 1.0 / np.maximum(x, 1e-12), np.inf)
+
+    top = ax.secondary_xaxis("top", functions=(to_angstrom, to_angstrom))
+    top.set_xlabel("resolution (Å)")
+    ticks = [t for t in (50, 20, 12, 8, 6, 5, 4, 3, 2.5, 2) if 1.0 / t <= max_frequency]
+    top.set_xticks(ticks)
+    top.set_xticklabels([f"{t:g}" for t in ticks])
+    fig.tight_layout()
+    fig.savefig(path)

@@ -1,0 +1,395 @@
+"""Rigid alignment of one map onto another: rotation, translation and handedness.
+
+The transform (``shared/CONVENTIONS.md``: volumes ``(z, y, x)``, origin at index ``L // 2``,
+points ``x`` written ``(x, y, z)`` in pixels or Å from the origin) is
+
+``aligned(x) = moving(H R^T (x - s))``, ``H = J = diag(1, 1, -1)`` if mirrored else identity:
+
+the moving map is mirrored (``z -> -z``) if needed, rotated by ``R`` (the content at ``x``
+moves to ``R x``) and translated by ``s`` (Å). For a map estimated from poses ``R_est``
+aligned onto the true map, ``R`` relates to the pose alignment ``Q`` of
+:func:`cryohydra.metrics.pose_error.align_rotations` by ``Q = R^T`` (or ``J R^T J`` when
+mirrored): ``V_est(y) = V_true(R H y + s)``.
+
+:func:`align_maps` does
+
+1. a global search on Fourier-cropped, low-passed, masked copies (box ``coarse_box``): every
+   rotation of a HEALPix grid of viewing directions times in-plane angles, for both hands,
+   each scored with its best translation from an FFT cross-correlation;
+2. a local refinement (L-BFGS on the correlation, rotation ``exp(w) R`` and shift ``s``, with
+   the map resampled by ``grid_sample``) of the best few distinct candidates on the coarse
+   maps, then of the best one on maps cropped to at most ``refine_box``;
+3. the transform applied to the full map (trilinear rotation, exact Fourier shift).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import healpy
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+
+from cryohydra.geometry.rotations import euler_relion_to_matrix, exp_map, geodesic_distance
+from cryohydra.metrics.fsc import soft_spherical_mask
+from cryohydra.physics.fourier import fft3_centered, fourier_crop, frequency_axis, ifft3_centered
+
+__all__ = [
+    "MapAlignment",
+    "align_maps",
+    "apply_alignment",
+    "flip_handedness",
+    "rotate_map",
+    "shift_map",
+    "so3_grid",
+]
+
+ArrayLike = np.ndarray | torch.Tensor
+_ROTATION_CHUNK = 256
+
+
+@dataclass(frozen=True)
+class MapAlignment:
+    """Result of :func:`align_maps`: ``aligned(x) = moving(H R^T (x - s))``.
+
+    Attributes:
+        rotation: ``(3, 3)`` float64 ``R`` acting on ``(x, y, z)`` coordinates.
+        shift_a: ``(3,)`` float64 ``s`` as ``(x, y, z)`` in Å.
+        mirrored: whether the moving map was mirrored (``z -> -z``) before rotating.
+        correlation: Pearson correlation of the aligned map with the reference, both under the
+            soft spherical mask used for the alignment.
+        aligned_map: ``(L, L, L)`` float32 the moving map transformed.
+        pixel_size_a: pixel size (Å/px) of the maps.
+    """
+
+    rotation: torch.Tensor
+    shift_a: torch.Tensor
+    mirrored: bool
+    correlation: float
+    aligned_map: torch.Tensor
+    pixel_size_a: float
+
+
+def _as_volume(volume: ArrayLike) -> torch.Tensor:
+    tensor = torch.as_tensor(volume).to(torch.float32)
+    if tensor.ndim != 3 or len(set(tensor.shape)) != 1 or tensor.shape[0] % 2:
+        raise ValueError(f"expected an (L, L, L) volume, L even; got {tuple(tensor.shape)}")
+    return tensor
+
+
+def _grid_points(box_size: int, dtype=torch.float32) -> torch.Tensor:
+    """``(L, L, L, 3)`` ``(x, y, z)`` pixel coordinates of each voxel from index ``L // 2``."""
+    axis = torch.arange(box_size, dtype=dtype) - box_size // 2
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    return torch.stack([x, y, z], dim=-1)
+
+
+def _sample(volume: torch.Tensor, positions_px: torch.Tensor) -> torch.Tensor:
+    """Trilinear values of ``volume`` ``(L, L, L)`` at ``(B, L, L, L, 3)`` ``(x, y, z)`` pixel
+    positions from the origin (zero outside): ``(B, L, L, L)``."""
+    box = volume.shape[-1]
+    normalised = (positions_px + box // 2) * (2.0 / (box - 1)) - 1.0
+    batch = positions_px.shape[0]
+    source = volume.expand(batch, 1, box, box, box)
+    out = F.grid_sample(source, normalised, mode="bilinear", align_corners=True)
+    return out[:, 0]
+
+
+def _transform_positions(
+    points: torch.Tensor, rotations: torch.Tensor, shifts_px: torch.Tensor | None = None
+) -> torch.Tensor:
+    """``R^T (x - s)`` for ``(L, L, L, 3)`` points, ``(B, 3, 3)`` rotations, ``(B, 3)`` shifts."""
+    flat = points.reshape(1, -1, 3)
+    if shifts_px is not None:
+        flat = flat - shifts_px[:, None, :]
+    moved = flat @ rotations.to(points.dtype)  # row x^T R = (R^T x)^T
+    return moved.reshape(rotations.shape[0], *points.shape)
+
+
+def rotate_map(volume: ArrayLike, rotations: ArrayLike) -> torch.Tensor:
+    """Rotate about index ``L // 2`` by ``R`` (``x_new = R x``): ``V'(x) = V(R^T x)``.
+
+    ``volume`` ``(L, L, L)``; ``rotations`` ``(3, 3)`` or ``(B, 3, 3)`` acting on ``(x, y, z)``.
+    Returns ``(L, L, L)`` or ``(B, L, L, L)`` float32 (trilinear, zero outside the box).
+    """
+    vol = _as_volume(volume)
+    rot = torch.as_tensor(rotations)
+    single = rot.ndim == 2
+    positions = _transform_positions(_grid_points(vol.shape[-1]), rot.reshape(-1, 3, 3))
+    out = _sample(vol, positions)
+    return out[0] if single else out
+
+
+def flip_handedness(volume: ArrayLike) -> torch.Tensor:
+    """Mirror ``z -> -z`` about index ``L // 2``: ``V'(x, y, z) = V(x, y, -z)`` (exact)."""
+    vol = torch.as_tensor(volume)
+    return torch.roll(torch.flip(vol, dims=(-3,)), shifts=1, dims=-3)
+
+
+def shift_map(volume: ArrayLike, shift_a: ArrayLike, pixel_size_a: float) -> torch.Tensor:
+    """Translate by ``s`` (``(x, y, z)`` Å): ``V'(x) = V(x - s)``, a Fourier phase ramp
+    ``exp(-2 pi i k.s)`` (exact for a band-limited map, periodic in the box)."""
+    vol = torch.as_tensor(volume)
+    shift = torch.as_tensor(shift_a, dtype=torch.float64)
+    k = frequency_axis(vol.shape[-1], pixel_size_a, dtype=torch.float64)
+    kz, ky, kx = torch.meshgrid(k, k, k, indexing="ij")
+    phase = -2 * math.pi * (kx * shift[0] + ky * shift[1] + kz * shift[2])
+    shifted = ifft3_centered(
+        fft3_centered(vol.to(torch.float64)) * torch.polar(torch.ones_like(phase), phase)
+    )
+    return shifted.real.to(vol.dtype)
+
+
+def so3_grid(nside: int) -> torch.Tensor:
+    """Rotations ``(12 nside^2 * 6 nside, 3, 3)`` float64 covering SO(3) about uniformly.
+
+    Viewing directions are HEALPix pixel centres (about ``58.6 / nside`` degrees apart), each
+    with ``6 nside`` in-plane angles of the same spacing.
+    """
+    theta, phi = healpy.pix2ang(nside, np.arange(12 * nside**2))
+    n_psi = 6 * nside
+    psi = np.arange(n_psi) * 2 * np.pi / n_psi
+    angles = np.stack(
+        [np.repeat(phi, n_psi), np.repeat(theta, n_psi), np.tile(psi, len(theta))], axis=-1
+    )
+    return euler_relion_to_matrix(torch.from_numpy(angles))
+
+
+def _mask(box_size: int, radius_px: float | None) -> torch.Tensor:
+    """Soft sphere: radius ``L / 2 - L / 8`` by default, edge ``L / 16``."""
+    edge = box_size / 16
+    radius = box_size / 2 - 2 * edge if radius_px is None else radius_px
+    return soft_spherical_mask(box_size, radius, edge)
+
+
+def _lowpass(volume: torch.Tensor, pixel_size_a: float, resolution_a: float) -> torch.Tensor:
+    """Gaussian low-pass, amplitude ``exp(-1/2)`` at frequency ``1 / resolution_a``."""
+    k = frequency_axis(volume.shape[-1], pixel_size_a, dtype=torch.float64)
+    kz, ky, kx = torch.meshgrid(k, k, k, indexing="ij")
+    gain = torch.exp(-0.5 * (kx**2 + ky**2 + kz**2) * resolution_a**2)
+    return ifft3_centered(fft3_centered(volume.to(torch.float64)) * gain).real.float()
+
+
+def _normalise(volume: torch.Tensor) -> torch.Tensor:
+    centred = volume - volume.mean()
+    return centred / centred.norm().clamp_min(1e-30)
+
+
+def _downsample(volume: torch.Tensor, box: int) -> torch.Tensor:
+    return fourier_crop(volume, min(box, volume.shape[-1]), ndim=3)
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    score: float
+    mirrored: bool
+    rotation: torch.Tensor  # (3, 3) float64
+    shift_a: torch.Tensor  # (3,) float64
+
+
+def _wrapped(index: torch.Tensor, box: int) -> torch.Tensor:
+    """FFT lag index -> signed lag in ``[-L/2, L/2)``."""
+    return (index + box // 2) % box - box // 2
+
+
+def _exhaustive_scores(
+    moving: torch.Tensor, reference: torch.Tensor, rotations: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each rotation ``(R, 3, 3)``: the best correlation over circular translations and
+    that translation ``(R, 3)`` ``(x, y, z)`` in pixels (``rotated(x - s)`` matches)."""
+    box = reference.shape[-1]
+    ref_spectrum = torch.fft.rfftn(_normalise(reference))
+    points = _grid_points(box)
+    scores, shifts = [], []
+    for chunk in rotations.split(_ROTATION_CHUNK):
+        rotated = _sample(moving, _transform_positions(points, chunk))
+        rotated = rotated - rotated.mean(dim=(-3, -2, -1), keepdim=True)
+        norms = rotated.flatten(1).norm(dim=1).clamp_min(1e-30)
+        spectrum = torch.fft.rfftn(rotated, dim=(-3, -2, -1))
+        # sum_x ref(x) rot(x - s) = IFFT[ref^ conj(rot^)](s)
+        cc = torch.fft.irfftn(ref_spectrum * spectrum.conj(), s=(box,) * 3, dim=(-3, -2, -1))
+        best, flat = cc.flatten(1).max(dim=1)
+        zyx = torch.stack([flat // box**2, (flat // box) % box, flat % box], dim=-1)
+        scores.append(best / norms)
+        shifts.append(_wrapped(zyx, box).flip(-1).to(torch.float64))
+    return torch.cat(scores), torch.cat(shifts)
+
+
+def _distinct_best(
+    candidates: list[_Candidate], count: int, min_angle_rad: float
+) -> list[_Candidate]:
+    """Highest-scoring candidates, skipping those within ``min_angle_rad`` of a kept one of the
+    same hand (non-maximum suppression)."""
+    kept: list[_Candidate] = []
+    for cand in sorted(candidates, key=lambda c: -c.score):
+        if all(
+            k.mirrored != cand.mirrored
+            or float(geodesic_distance(k.rotation, cand.rotation)) > min_angle_rad
+            for k in kept
+        ):
+            kept.append(cand)
+        if len(kept) == count:
+            break
+    return kept
+
+
+def _global_search(
+    moving: torch.Tensor,
+    reference: torch.Tensor,
+    pixel_size_a: float,
+    nside: int,
+    count: int,
+    hands: tuple[bool, ...],
+) -> list[_Candidate]:
+    """Best ``count`` distinct (rotation, shift, hand) over the SO(3) grid on coarse maps."""
+    rotations = so3_grid(nside)
+    spacing = math.radians(58.6 / nside)
+    pool: list[_Candidate] = []
+    for mirrored in hands:
+        hand_map = flip_handedness(moving) if mirrored else moving
+        scores, shifts_px = _exhaustive_scores(hand_map, reference, rotations)
+        top = torch.topk(scores, min(len(scores), 8 * count)).indices
+        pool += [
+            _Candidate(float(scores[i]), mirrored, rotations[i], shifts_px[i] * pixel_size_a)
+            for i in top.tolist()
+        ]
+    return _distinct_best(pool, count, 2 * spacing)
+
+
+def _refine(
+    moving: torch.Tensor,
+    reference: torch.Tensor,
+    pixel_size_a: float,
+    start: _Candidate,
+    iterations: int,
+) -> _Candidate:
+    """Local maximum of the correlation over ``R = exp(w) R0`` and ``s`` from ``start``."""
+    hand_map = flip_handedness(moving) if start.mirrored else moving
+    ref = _normalise(reference)
+    points = _grid_points(reference.shape[-1])
+    w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
+    s = (start.shift_a / pixel_size_a).clone().requires_grad_(True)
+
+    def rotation() -> torch.Tensor:
+        return exp_map(w) @ start.rotation
+
+    def loss() -> torch.Tensor:
+        positions = _transform_positions(points, rotation()[None], s[None].float())
+        moved = _sample(hand_map, positions)[0]
+        moved = moved - moved.mean()
+        return -(moved * ref).sum() / moved.norm().clamp_min(1e-30)
+
+    optimiser = torch.optim.LBFGS(
+        [w, s], lr=1.0, max_iter=iterations, line_search_fn="strong_wolfe", tolerance_change=1e-9
+    )
+
+    def closure() -> torch.Tensor:
+        optimiser.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
+    optimiser.step(closure)
+    with torch.no_grad():
+        score = -float(loss())
+        return _Candidate(score, start.mirrored, rotation().detach(), s.detach() * pixel_size_a)
+
+
+def _prepared(volume: torch.Tensor, box: int, mask_radius_px: float | None) -> torch.Tensor:
+    """Masked at full size, then Fourier-cropped to ``box``."""
+    return _downsample(volume * _mask(volume.shape[-1], mask_radius_px), box)
+
+
+def align_maps(
+    moving: ArrayLike,
+    reference: ArrayLike,
+    pixel_size_a: float,
+    *,
+    mask_radius_px: float | None = None,
+    coarse_box: int = 24,
+    coarse_resolution_a: float | None = None,
+    nside: int = 4,
+    n_candidates: int = 4,
+    refine_box: int = 128,
+    refine_iterations: int = 40,
+    allow_mirror: bool = True,
+) -> MapAlignment:
+    """Align ``moving`` onto ``reference`` (both ``(L, L, L)``, same pixel size in Å/px).
+
+    Args:
+        mask_radius_px: radius (pixels of the full maps) of the soft spherical mask applied to
+            both maps; default ``3 L / 8`` with a ``L / 16`` edge.
+        coarse_box: box of the Fourier-cropped maps of the global search.
+        coarse_resolution_a: Gaussian low-pass of the global search (Å); default 2.5 coarse
+            pixels.
+        nside: HEALPix order of the grid of the global search: ``72 nside^3`` rotations, about
+            ``58.6 / nside`` degrees apart (15 degrees for 4).
+        n_candidates: distinct grid optima refined on the coarse maps.
+        refine_box: the final refinement runs on maps Fourier-cropped to at most this box.
+        refine_iterations: L-BFGS iterations per refinement.
+        allow_mirror: also search the other hand.
+
+    Returns:
+        :class:`MapAlignment` with ``aligned(x) = moving(H R^T (x - s))``.
+    """
+    mov, ref = _as_volume(moving), _as_volume(reference)
+    if mov.shape != ref.shape:
+        raise ValueError(f"maps differ in shape: {tuple(mov.shape)} vs {tuple(ref.shape)}")
+    box = ref.shape[-1]
+    coarse_pixel = pixel_size_a * box / min(coarse_box, box)
+    resolution = 2.5 * coarse_pixel if coarse_resolution_a is None else coarse_resolution_a
+    coarse_mov, coarse_ref = (
+        _lowpass(_prepared(v, coarse_box, mask_radius_px), coarse_pixel, resolution)
+        for v in (mov, ref)
+    )
+    hands = (False, True) if allow_mirror else (False,)
+    starts = _global_search(coarse_mov, coarse_ref, coarse_pixel, nside, n_candidates, hands)
+    refined = [_refine(coarse_mov, coarse_ref, coarse_pixel, c, refine_iterations) for c in starts]
+    best = max(refined, key=lambda c: c.score)
+    fine_box = min(refine_box, box)
+    fine_pixel = pixel_size_a * box / fine_box
+    fine_mov, fine_ref = (_prepared(v, fine_box, mask_radius_px) for v in (mov, ref))
+    best = _refine(fine_mov, fine_ref, fine_pixel, best, refine_iterations)
+    return _finish(mov, ref, pixel_size_a, best, mask_radius_px)
+
+
+def _transform(
+    volume: torch.Tensor,
+    rotation: torch.Tensor,
+    shift_a: torch.Tensor,
+    mirrored: bool,
+    pixel_size_a: float,
+) -> torch.Tensor:
+    hand_map = flip_handedness(volume) if mirrored else volume
+    return shift_map(rotate_map(hand_map, rotation), shift_a, pixel_size_a)
+
+
+def _finish(
+    moving: torch.Tensor,
+    reference: torch.Tensor,
+    pixel_size_a: float,
+    best: _Candidate,
+    mask_radius_px: float | None,
+) -> MapAlignment:
+    aligned = _transform(moving, best.rotation, best.shift_a, best.mirrored, pixel_size_a)
+    mask = _mask(reference.shape[-1], mask_radius_px)
+    correlation = float((_normalise(aligned * mask) * _normalise(reference * mask)).sum())
+    return MapAlignment(
+        rotation=best.rotation,
+        shift_a=best.shift_a,
+        mirrored=best.mirrored,
+        correlation=correlation,
+        aligned_map=aligned,
+        pixel_size_a=float(pixel_size_a),
+    )
+
+
+def apply_alignment(volume: ArrayLike, alignment: MapAlignment) -> torch.Tensor:
+    """Transform another ``(L, L, L)`` map (e.g. the other half-map) like the aligned one:
+    ``out(x) = volume(H R^T (x - s))``; float32."""
+    vol = _as_volume(volume)
+    return _transform(
+        vol, alignment.rotation, alignment.shift_a, alignment.mirrored, alignment.pixel_size_a
+    )

@@ -1,0 +1,1 @@
+"""Reconstruction of a map from particles with known poses."""
