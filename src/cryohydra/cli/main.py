@@ -8,11 +8,12 @@ import sys
 from collections.abc import Sequence
 
 from cryohydra import __version__
-from cryohydra.cli import simulate
+from cryohydra.cli import backproject, simulate
 from cryohydra.io.errors import InputFileError, OutputExistsError
 
 SUBCOMMANDS = {
     "simulate": simulate,
+    "backproject": backproject,
 }
 
 
