@@ -215,10 +215,8 @@ def plot_fsc(
     if curves:
         ax.legend(loc="upper right", fontsize=8)
 
-    def to_angstrom(x):
-        x = np.asarray(x, dtype=float)
-        with np.errstate(divide="ignore"):
-            return np.where(x > 0, 1.0 / np.maximum(x, 1e-12), np.inf)
+    def to_angstrom(x):  # 1/Å <-> Å, finite at 0 for the axis limits
+        return 1.0 / np.maximum(np.asarray(x, dtype=float), 1e-6)
 
     top = ax.secondary_xaxis("top", functions=(to_angstrom, to_angstrom))
     top.set_xlabel("resolution (Å)")

@@ -19,7 +19,11 @@ mirrored): ``V_est(y) = V_true(R H y + s)``.
 2. a local refinement (L-BFGS on the correlation, rotation ``exp(w) R`` and shift ``s``, with
    the map resampled by ``grid_sample``) of the best few distinct candidates on the coarse
    maps, then of the best one on maps cropped to at most ``refine_box``;
-3. the transform applied to the full map (trilinear rotation, exact Fourier shift).
+3. the transform applied to the full map: exact mirror, trilinear rotation of a copy
+   Fourier-upsampled ``oversampling`` times, exact Fourier shift.
+
+About 4 s for a 64^3 pair on 2 CPU cores (the global search dominates: ``2 x 72 nside^3``
+rotations of a ``coarse_box^3`` map).
 """
 
 from __future__ import annotations
@@ -86,40 +90,75 @@ def _grid_points(box_size: int, dtype=torch.float32) -> torch.Tensor:
     return torch.stack([x, y, z], dim=-1)
 
 
-def _sample(volume: torch.Tensor, positions_px: torch.Tensor) -> torch.Tensor:
-    """Trilinear values of ``volume`` ``(L, L, L)`` at ``(B, L, L, L, 3)`` ``(x, y, z)`` pixel
-    positions from the origin (zero outside): ``(B, L, L, L)``."""
-    box = volume.shape[-1]
-    normalised = (positions_px + box // 2) * (2.0 / (box - 1)) - 1.0
-    batch = positions_px.shape[0]
-    source = volume.expand(batch, 1, box, box, box)
-    out = F.grid_sample(source, normalised, mode="bilinear", align_corners=True)
-    return out[:, 0]
-
-
-def _transform_positions(
-    points: torch.Tensor, rotations: torch.Tensor, shifts_px: torch.Tensor | None = None
+def _sampling_grid(
+    points_px: torch.Tensor,
+    rotations: torch.Tensor,
+    shifts_px: torch.Tensor | None,
+    box_size: int,
 ) -> torch.Tensor:
-    """``R^T (x - s)`` for ``(L, L, L, 3)`` points, ``(B, 3, 3)`` rotations, ``(B, 3)`` shifts."""
-    flat = points.reshape(1, -1, 3)
-    if shifts_px is not None:
-        flat = flat - shifts_px[:, None, :]
-    moved = flat @ rotations.to(points.dtype)  # row x^T R = (R^T x)^T
-    return moved.reshape(rotations.shape[0], *points.shape)
+    """``grid_sample`` coordinates of ``R^T (x - s)`` for ``(P, 3)`` points ``x`` (pixels from
+    the origin), ``(B, 3, 3)`` rotations and ``(B, 3)`` shifts: ``(B, P, 3)``.
+
+    With ``align_corners=True`` index ``i`` sits at ``a i - 1``, ``a = 2 / (L - 1)``, so a
+    point ``p`` (from index ``L // 2``) at ``a p + b``, ``b = a L // 2 - 1``.
+    """
+    scale = 2.0 / (box_size - 1)
+    offset = scale * (box_size // 2) - 1.0
+    rot = rotations.to(points_px.dtype)
+    moved = points_px if shifts_px is None else points_px - shifts_px[:, None, :].to(rot.dtype)
+    return (moved * scale) @ rot + offset  # row x^T R = (R^T x)^T
 
 
-def rotate_map(volume: ArrayLike, rotations: ArrayLike) -> torch.Tensor:
+def _sample(volume: torch.Tensor, grid: torch.Tensor) -> torch.Tensor:
+    """Trilinear values of ``volume`` ``(L, L, L)`` at ``(B, P, 3)`` ``grid_sample`` coordinates
+    (zero outside the box): ``(B, P)``."""
+    box = volume.shape[-1]
+    source = volume.expand(grid.shape[0], 1, box, box, box)
+    out = F.grid_sample(source, grid[:, None, None], mode="bilinear", align_corners=True)
+    return out[:, 0, 0, 0]
+
+
+def _fourier_upsample(volume: torch.Tensor, factor: int) -> torch.Tensor:
+    """Band-limited (sinc) interpolation of ``(L, L, L)`` onto ``(f L, f L, f L)``: the centred
+    spectrum zero-padded, values kept; index ``f L // 2`` is the same origin."""
+    box = volume.shape[-1]
+    fine = factor * box
+    start = fine // 2 - box // 2
+    spectrum = volume.new_zeros((fine,) * 3, dtype=torch.complex64)
+    spectrum[start : start + box, start : start + box, start : start + box] = fft3_centered(volume)
+    return ifft3_centered(spectrum).real * factor**3
+
+
+def _transformed(
+    volume: torch.Tensor,
+    rotations: torch.Tensor,
+    shifts_px: torch.Tensor | None = None,
+    oversampling: int = 1,
+) -> torch.Tensor:
+    """``V(R^T (x - s))`` on the whole box for each of ``B`` transforms: ``(B, L, L, L)``.
+
+    With ``oversampling > 1`` the trilinear interpolation runs on a Fourier-upsampled copy,
+    which keeps far more of the high frequencies.
+    """
+    box = volume.shape[-1]
+    source = volume if oversampling == 1 else _fourier_upsample(volume, oversampling)
+    points = _grid_points(box).reshape(-1, 3) * oversampling
+    shifts = None if shifts_px is None else shifts_px * oversampling
+    values = _sample(source, _sampling_grid(points, rotations, shifts, source.shape[-1]))
+    return values.reshape(-1, box, box, box)
+
+
+def rotate_map(volume: ArrayLike, rotations: ArrayLike, oversampling: int = 1) -> torch.Tensor:
     """Rotate about index ``L // 2`` by ``R`` (``x_new = R x``): ``V'(x) = V(R^T x)``.
 
     ``volume`` ``(L, L, L)``; ``rotations`` ``(3, 3)`` or ``(B, 3, 3)`` acting on ``(x, y, z)``.
-    Returns ``(L, L, L)`` or ``(B, L, L, L)`` float32 (trilinear, zero outside the box).
+    Returns ``(L, L, L)`` or ``(B, L, L, L)`` float32 (trilinear, zero outside the box; with
+    ``oversampling`` 2 on a map Fourier-upsampled twice, more accurate and 8x the memory).
     """
     vol = _as_volume(volume)
     rot = torch.as_tensor(rotations)
-    single = rot.ndim == 2
-    positions = _transform_positions(_grid_points(vol.shape[-1]), rot.reshape(-1, 3, 3))
-    out = _sample(vol, positions)
-    return out[0] if single else out
+    out = _transformed(vol, rot.reshape(-1, 3, 3), oversampling=oversampling)
+    return out[0] if rot.ndim == 2 else out
 
 
 def flip_handedness(volume: ArrayLike) -> torch.Tensor:
@@ -198,16 +237,22 @@ def _exhaustive_scores(
     moving: torch.Tensor, reference: torch.Tensor, rotations: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """For each rotation ``(R, 3, 3)``: the best correlation over circular translations and
-    that translation ``(R, 3)`` ``(x, y, z)`` in pixels (``rotated(x - s)`` matches)."""
+    that translation ``(R, 3)`` ``(x, y, z)`` in pixels (``rotated(x - s)`` matches).
+
+    The maps are masked inside the inscribed sphere, so only the output voxels inside it (half
+    of the box) are resampled; the rest are taken as zero.
+    """
     box = reference.shape[-1]
     ref_spectrum = torch.fft.rfftn(_normalise(reference))
-    points = _grid_points(box)
+    points = _grid_points(box).reshape(-1, 3)
+    inside = torch.nonzero(points.norm(dim=-1) < box / 2).squeeze(1)
     scores, shifts = [], []
     for chunk in rotations.split(_ROTATION_CHUNK):
-        rotated = _sample(moving, _transform_positions(points, chunk))
-        rotated = rotated - rotated.mean(dim=(-3, -2, -1), keepdim=True)
-        norms = rotated.flatten(1).norm(dim=1).clamp_min(1e-30)
-        spectrum = torch.fft.rfftn(rotated, dim=(-3, -2, -1))
+        values = _sample(moving, _sampling_grid(points[inside], chunk, None, box))
+        rotated = values.new_zeros(len(chunk), box**3)
+        rotated[:, inside] = values - values.sum(dim=1, keepdim=True) / box**3
+        norms = rotated.norm(dim=1).clamp_min(1e-30)
+        spectrum = torch.fft.rfftn(rotated.reshape(-1, box, box, box), dim=(-3, -2, -1))
         # sum_x ref(x) rot(x - s) = IFFT[ref^ conj(rot^)](s)
         cc = torch.fft.irfftn(ref_spectrum * spectrum.conj(), s=(box,) * 3, dim=(-3, -2, -1))
         best, flat = cc.flatten(1).max(dim=1)
@@ -268,7 +313,6 @@ def _refine(
     """Local maximum of the correlation over ``R = exp(w) R0`` and ``s`` from ``start``."""
     hand_map = flip_handedness(moving) if start.mirrored else moving
     ref = _normalise(reference)
-    points = _grid_points(reference.shape[-1])
     w = torch.zeros(3, dtype=torch.float64, requires_grad=True)
     s = (start.shift_a / pixel_size_a).clone().requires_grad_(True)
 
@@ -276,8 +320,7 @@ def _refine(
         return exp_map(w) @ start.rotation
 
     def loss() -> torch.Tensor:
-        positions = _transform_positions(points, rotation()[None], s[None].float())
-        moved = _sample(hand_map, positions)[0]
+        moved = _transformed(hand_map, rotation()[None], s[None])[0]
         moved = moved - moved.mean()
         return -(moved * ref).sum() / moved.norm().clamp_min(1e-30)
 
@@ -315,6 +358,7 @@ def align_maps(
     refine_box: int = 128,
     refine_iterations: int = 40,
     allow_mirror: bool = True,
+    oversampling: int = 2,
 ) -> MapAlignment:
     """Align ``moving`` onto ``reference`` (both ``(L, L, L)``, same pixel size in Å/px).
 
@@ -330,6 +374,8 @@ def align_maps(
         refine_box: the final refinement runs on maps Fourier-cropped to at most this box.
         refine_iterations: L-BFGS iterations per refinement.
         allow_mirror: also search the other hand.
+        oversampling: the final map is rotated by trilinear interpolation of a copy
+            Fourier-upsampled by this factor (1: plain trilinear, 8x less memory).
 
     Returns:
         :class:`MapAlignment` with ``aligned(x) = moving(H R^T (x - s))``.
@@ -352,7 +398,7 @@ def align_maps(
     fine_pixel = pixel_size_a * box / fine_box
     fine_mov, fine_ref = (_prepared(v, fine_box, mask_radius_px) for v in (mov, ref))
     best = _refine(fine_mov, fine_ref, fine_pixel, best, refine_iterations)
-    return _finish(mov, ref, pixel_size_a, best, mask_radius_px)
+    return _finish(mov, ref, pixel_size_a, best, mask_radius_px, oversampling)
 
 
 def _transform(
@@ -361,9 +407,12 @@ def _transform(
     shift_a: torch.Tensor,
     mirrored: bool,
     pixel_size_a: float,
+    oversampling: int,
 ) -> torch.Tensor:
+    """Mirror (exact), rotate (trilinear), then shift (exact Fourier phase ramp)."""
     hand_map = flip_handedness(volume) if mirrored else volume
-    return shift_map(rotate_map(hand_map, rotation), shift_a, pixel_size_a)
+    rotated = rotate_map(hand_map, rotation, oversampling=oversampling)
+    return shift_map(rotated, shift_a, pixel_size_a)
 
 
 def _finish(
@@ -372,8 +421,11 @@ def _finish(
     pixel_size_a: float,
     best: _Candidate,
     mask_radius_px: float | None,
+    oversampling: int,
 ) -> MapAlignment:
-    aligned = _transform(moving, best.rotation, best.shift_a, best.mirrored, pixel_size_a)
+    aligned = _transform(
+        moving, best.rotation, best.shift_a, best.mirrored, pixel_size_a, oversampling
+    )
     mask = _mask(reference.shape[-1], mask_radius_px)
     correlation = float((_normalise(aligned * mask) * _normalise(reference * mask)).sum())
     return MapAlignment(
@@ -386,10 +438,13 @@ def _finish(
     )
 
 
-def apply_alignment(volume: ArrayLike, alignment: MapAlignment) -> torch.Tensor:
+def apply_alignment(
+    volume: ArrayLike, alignment: MapAlignment, oversampling: int = 2
+) -> torch.Tensor:
     """Transform another ``(L, L, L)`` map (e.g. the other half-map) like the aligned one:
-    ``out(x) = volume(H R^T (x - s))``; float32."""
-    vol = _as_volume(volume)
+    ``out(x) = volume(H R^T (x - s))``, float32. ``oversampling`` as in :func:`rotate_map`
+    (use the same value as :func:`align_maps` to treat both half-maps alike)."""
+    a = alignment
     return _transform(
-        vol, alignment.rotation, alignment.shift_a, alignment.mirrored, alignment.pixel_size_a
+        _as_volume(volume), a.rotation, a.shift_a, a.mirrored, a.pixel_size_a, oversampling
     )
