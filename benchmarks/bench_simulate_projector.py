@@ -23,7 +23,6 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import timed, write_results  # noqa: E402
-
 from cryohydra.data import default_structure  # noqa: E402
 from cryohydra.geometry.rotations import random_rotations  # noqa: E402
 from cryohydra.physics.projector import SliceGrid, backproject, project  # noqa: E402
@@ -74,7 +73,11 @@ def bench_projector(box: int, batch: int, oversampling: int, device: str) -> dic
         sync()
 
     result = {"box": box, "batch": batch, "oversampling": oversampling, "points": grid.n_points}
-    for name, function in (("forward", forward), ("adjoint", adjoint), ("fwd_bwd", forward_backward)):
+    for name, function in (
+        ("forward", forward),
+        ("adjoint", adjoint),
+        ("fwd_bwd", forward_backward),
+    ):
         seconds = timed(function)
         result[f"{name}_slices_per_s"] = batch / seconds
     return result

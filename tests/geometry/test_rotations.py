@@ -73,7 +73,9 @@ def test_sixd_round_trip_and_orthonormalisation():
 
 def test_exp_map_is_right_handed_and_log_inverts_it():
     r = exp_map(torch.tensor([0.0, 0.0, math.pi / 2], dtype=torch.float64))
-    assert torch.allclose(r @ torch.tensor([1.0, 0, 0]).double(), torch.tensor([0.0, 1, 0]).double())
+    assert torch.allclose(
+        r @ torch.tensor([1.0, 0, 0]).double(), torch.tensor([0.0, 1, 0]).double()
+    )
     w = torch.randn(100, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(2))
     w = w / w.norm(dim=1, keepdim=True) * torch.rand(100, 1, dtype=torch.float64) * 3.0
     assert torch.allclose(log_map(exp_map(w)), w, atol=1e-9)

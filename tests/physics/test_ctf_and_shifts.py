@@ -47,9 +47,7 @@ def test_ctf_matches_hand_computation(k):
         bfactor_a2=torch.tensor([0.0, 50.0]),
     )
     assert values[0, 0] == pytest.approx(_hand_ctf(*k, **params), abs=1e-6)
-    assert values[1, 0] == pytest.approx(
-        _hand_ctf(*k, **second, phase_deg=30.0, b=50.0), abs=1e-6
-    )
+    assert values[1, 0] == pytest.approx(_hand_ctf(*k, **second, phase_deg=30.0, b=50.0), abs=1e-6)
 
 
 def test_ctf_at_zero_frequency_is_the_amplitude_contrast():

@@ -8,12 +8,14 @@ import sys
 from collections.abc import Sequence
 
 from cryohydra import __version__
-from cryohydra.cli import backproject, simulate
+from cryohydra.cli import backproject, evaluate, fsc, simulate
 from cryohydra.io.errors import InputFileError, OutputExistsError
 
 SUBCOMMANDS = {
     "simulate": simulate,
     "backproject": backproject,
+    "fsc": fsc,
+    "evaluate": evaluate,
 }
 
 

@@ -57,9 +57,7 @@ def read_map(path: str | Path) -> tuple[np.ndarray, float | None]:
     return data, (voxel if voxel > 0 else None)
 
 
-def write_map(
-    path: str | Path, data: np.ndarray, voxel_size_a: float, force: bool = False
-) -> Path:
+def write_map(path: str | Path, data: np.ndarray, voxel_size_a: float, force: bool = False) -> Path:
     """Write a 3D map ``(z, y, x)`` or a stack as float32 with its voxel size (Å) in the header."""
     path = check_writable(path, force)
     with mrcfile.new(path, overwrite=True) as mrc:

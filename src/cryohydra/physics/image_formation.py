@@ -40,9 +40,7 @@ class CTFBatch:
     bfactor_a2: torch.Tensor
 
     @staticmethod
-    def from_params(
-        params: CTFParams, indices: np.ndarray | None = None, device=None
-    ) -> CTFBatch:
+    def from_params(params: CTFParams, indices: np.ndarray | None = None, device=None) -> CTFBatch:
         subset = params if indices is None else params.subset(indices)
         return CTFBatch(
             **{

@@ -10,7 +10,9 @@ accumulated slice by slice with trilinear gridding (the exact adjoint
 particles. As in RELION, the images are zero-padded twice before their transform and the
 volume's grid is padded twice too, so the central planes are sampled as finely as the grid
 they are spread into (backprojecting the unpadded image's frequencies alone leaves the voxels
-between them to be interpolated from samples a voxel away, which loses signal). The Wiener term ``1 / tau^2(k) = <W>_shell(k) / SSNR(k)`` is RELION's: the
+between them to be interpolated from samples a voxel away, which loses signal).
+
+The Wiener term ``1 / tau^2(k) = <W>_shell(k) / SSNR(k)`` is RELION's: the
 spectral signal-to-noise ratio comes from the FSC of two half-sets accumulated in the same
 pass (``SSNR = FSC / (1 - FSC)`` for a half, twice that for the whole), so no noise level has
 to be known and the result does not depend on the images' scale. After the division the
@@ -202,11 +204,14 @@ def reconstruct_known_poses(
         for start in range(0, len(members), batch_size):
             rows = members[start : start + batch_size]
             images = torch.from_numpy(particles.load_images(rows)).to(device) * sign
+            ctf = None
+            if particles.ctf is not None:
+                ctf = CTFBatch.from_params(particles.ctf, rows, device)
             accumulator.add(
                 images,
                 torch.from_numpy(rotations[rows]).to(device),
                 torch.from_numpy(shifts[rows]).to(device),
-                None if particles.ctf is None else CTFBatch.from_params(particles.ctf, rows, device),
+                ctf,
                 grid,
                 pixel_size_a,
             )

@@ -1,0 +1,124 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cryohydra.cli.main import main as cli
+from cryohydra.data import default_structure
+from cryohydra.geometry.rotations import exp_map, random_rotations
+from cryohydra.io.mrc import write_map
+from cryohydra.io.star import read_star, write_star
+from cryohydra.metrics.map_alignment import flip_handedness, rotate_map, shift_map
+from cryohydra.physics.atoms import density_map, read_atomic_model
+from cryohydra.simulate import SimulationConfig, simulate
+
+BOX, PIXEL = 40, 5.6
+
+
+@pytest.fixture(scope="module")
+def maps(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("maps")
+    volume = density_map(read_atomic_model(default_structure()), BOX, PIXEL)
+    noisy = volume + 0.3 * volume.std() * torch.randn(
+        volume.shape, generator=torch.Generator().manual_seed(0)
+    )
+    rotation = random_rotations(1, generator=torch.Generator().manual_seed(4))[0]
+    moved = shift_map(rotate_map(flip_handedness(noisy), rotation), [4.0, -3.0, 2.0], PIXEL)
+    write_map(folder / "reference.mrc", volume.numpy(), PIXEL)
+    write_map(folder / "noisy.mrc", noisy.numpy(), PIXEL)
+    write_map(folder / "moved.mrc", moved.numpy(), PIXEL)
+    return folder
+
+
+def _fsc_summary(folder, first, second, out, *extra):
+    args = ["fsc", str(folder / first), str(folder / second), "-o", str(out), "--mask", "sphere"]
+    assert cli([*args, *extra]) == 0
+    return json.loads((out / "fsc.json").read_text())
+
+
+def test_fsc_of_a_rotated_mirrored_map_comes_back_after_alignment(maps, tmp_path):
+    original = _fsc_summary(maps, "reference.mrc", "noisy.mrc", tmp_path / "original")
+    unaligned = _fsc_summary(maps, "reference.mrc", "moved.mrc", tmp_path / "unaligned")
+    aligned = _fsc_summary(maps, "reference.mrc", "moved.mrc", tmp_path / "aligned", "--align")
+    assert aligned["alignment"]["mirrored"] is True
+    res = {
+        name: s["fsc"]["resolution"]["0.5"]["resolution_a"]
+        for name, s in (("original", original), ("unaligned", unaligned), ("aligned", aligned))
+    }
+    assert res["unaligned"] > 3 * res["original"]
+    assert res["aligned"] <= res["original"] * 1.1
+    values_original = np.array(original["fsc"]["values"])
+    values_aligned = np.array(aligned["fsc"]["values"])
+    shells = slice(1, int(0.6 * BOX // 2))
+    assert np.all(values_aligned[shells] > values_original[shells] - 0.05)
+    for name in ("fsc.csv", "fsc.png", "aligned.mrc"):
+        assert (tmp_path / "aligned" / name).stat().st_size > 0
+
+
+def test_fsc_rejects_maps_of_different_size(maps, tmp_path, capsys):
+    write_map(tmp_path / "small.mrc", np.zeros((20, 20, 20), np.float32), PIXEL)
+    args = [
+        "fsc",
+        str(maps / "reference.mrc"),
+        str(tmp_path / "small.mrc"),
+        "-o",
+        str(tmp_path / "o"),
+    ]
+    assert cli(args) == 2
+    assert "small.mrc" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def poses(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("poses")
+    config = SimulationConfig(
+        structure=str(default_structure()),
+        box_size=16,
+        pixel_size_a=14.0,
+        n_particles=300,
+        snr=1.0,
+        shift_std_a=3.0,
+        ctf=False,
+    )
+    simulate(config, folder, progress=False)
+    return folder / "particles.star"
+
+
+def _evaluate(estimated, true, out, *extra):
+    assert cli(["evaluate", str(estimated), str(true), "-o", str(out), *extra]) == 0
+    return json.loads((out / "pose_errors.json").read_text())
+
+
+@pytest.mark.parametrize("mirror", [False, True])
+def test_globally_rotated_true_poses_score_zero(poses, tmp_path, mirror):
+    true = read_star(poses)
+    q = random_rotations(1, generator=torch.Generator().manual_seed(5))[0].numpy()
+    rotations = true.rotations @ q.T
+    if mirror:
+        flip = np.diag([1.0, 1.0, -1.0])
+        rotations = flip @ rotations @ flip
+    estimated = true.with_poses(rotations, true.shifts_a)
+    write_star(tmp_path / "estimated.star", estimated)
+    result = _evaluate(tmp_path / "estimated.star", poses, tmp_path / "eval")
+    assert result["mirrored"] is mirror
+    assert result["median_rotation_error_deg"] < 1e-3
+    assert result["mean_viewing_direction_error_deg"] < 1e-3
+    assert result["median_shift_error_a"] < 1e-6
+    assert (tmp_path / "eval" / "pose_errors.png").stat().st_size > 0
+
+
+def test_evaluate_matches_particles_by_image_and_measures_noise(poses, tmp_path):
+    true = read_star(poses)
+    order = np.random.default_rng(0).permutation(len(true))[:200]
+    perturbed = true.subset(order)
+    # Small random rotations of 4 degrees about random axes.
+    axes = np.random.default_rng(1).normal(size=(200, 3))
+    axes /= np.linalg.norm(axes, axis=1, keepdims=True)
+    small = exp_map(torch.from_numpy(np.radians(4.0) * axes)).numpy()
+    perturbed = perturbed.with_poses(small @ perturbed.rotations, perturbed.shifts_a + 1.0)
+    write_star(tmp_path / "perturbed.star", perturbed)
+    result = _evaluate(tmp_path / "perturbed.star", poses, tmp_path / "eval")
+    assert result["n_matched"] == 200
+    assert result["median_rotation_error_deg"] == pytest.approx(4.0, abs=0.3)
+    assert result["median_shift_error_a"] == pytest.approx(np.sqrt(2), abs=1e-3)
