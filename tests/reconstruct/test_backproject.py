@@ -110,3 +110,19 @@ def test_command_line_writes_maps_and_fsc(tmp_path, clean):
     summary = json.loads((out / "fsc.json").read_text())
     assert summary["resolution"]["0.143"]["resolution_a"] < 3 * PIXEL
     assert cli(["backproject", str(star), "-o", str(out), "--quiet"]) == 2  # no overwrite
+
+
+def test_images_are_streamed_in_batches(clean, monkeypatch):
+    """Memory does not grow with the number of particles: images are read batch by batch."""
+    particles, _ = clean
+    requested = []
+    original = type(particles).load_images
+
+    def recording(self, indices=None):
+        requested.append(len(indices))
+        return original(self, indices)
+
+    monkeypatch.setattr(type(particles), "load_images", recording)
+    reconstruct_known_poses(particles, batch_size=50, progress=False)
+    assert max(requested) <= 50
+    assert sum(requested) == len(particles)
