@@ -8,12 +8,13 @@ import sys
 from collections.abc import Sequence
 
 from cryohydra import __version__
-from cryohydra.cli import backproject, evaluate, fsc, simulate
+from cryohydra.cli import backproject, evaluate, fsc, reconstruct, simulate
 from cryohydra.io.errors import InputFileError, OutputExistsError
 
 SUBCOMMANDS = {
     "simulate": simulate,
     "backproject": backproject,
+    "reconstruct": reconstruct,
     "fsc": fsc,
     "evaluate": evaluate,
 }

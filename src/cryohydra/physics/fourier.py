@@ -27,6 +27,7 @@ __all__ = [
     "frequency_grid_2d",
     "fourier_crop",
     "fourier_crop_2d",
+    "shell_mean",
 ]
 
 _DIMS2 = (-2, -1)
@@ -161,3 +162,15 @@ def fourier_crop(signal: torch.Tensor, new_box: int, ndim: int = 2) -> torch.Ten
 def fourier_crop_2d(images: torch.Tensor, new_box: int) -> torch.Tensor:
     """Downsample real images ``(..., L, L)`` to ``(..., new_box, new_box)``."""
     return fourier_crop(images, new_box, ndim=2)
+
+
+def shell_mean(values: torch.Tensor, shells: torch.Tensor, n_shells: int) -> torch.Tensor:
+    """Mean of ``values`` per shell index ``shells`` (same shape, int64) for shells
+    ``0 .. n_shells - 1``; points in higher shells are ignored, empty shells give 0."""
+    values, shells = values.reshape(-1), shells.reshape(-1)
+    inside = shells < n_shells
+    sums = torch.zeros(n_shells, dtype=values.dtype, device=values.device)
+    counts = torch.zeros(n_shells, dtype=values.dtype, device=values.device)
+    sums.index_add_(0, shells[inside], values[inside])
+    counts.index_add_(0, shells[inside], torch.ones_like(values[inside]))
+    return sums / counts.clamp(min=1)

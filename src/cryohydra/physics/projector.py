@@ -116,6 +116,25 @@ def _trilinear(coords: torch.Tensor, box_size: int):
     return flat_base[..., None] + offsets, weights
 
 
+class _Gather(torch.autograd.Function):
+    """``flat[indices]`` whose backward is ``index_add_``: deterministic on CPU (PyTorch's own
+    backward of indexing, an accumulating ``index_put_``, is not when multi-threaded), so a
+    run repeats bit for bit and a resumed run matches an uninterrupted one."""
+
+    @staticmethod
+    def forward(ctx, flat: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(indices)
+        ctx.size = flat.shape[0]
+        return flat[indices]
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (indices,) = ctx.saved_tensors
+        out = torch.zeros(ctx.size, dtype=grad.dtype, device=grad.device)
+        out.index_add_(0, indices.reshape(-1), grad.reshape(-1))
+        return out, None
+
+
 def _slice_coords(rotations: torch.Tensor, grid: SliceGrid, volume_size: int) -> torch.Tensor:
     """``R^T (kx, ky, 0)`` for every pose and point, ``(B, P, 3)`` (as rows: ``k^T R``), in
     pixels of a volume of side ``volume_size`` (``> L`` for an oversampled volume)."""
@@ -140,7 +159,7 @@ def project(volume: torch.Tensor, rotations: torch.Tensor, grid: SliceGrid) -> t
     volume_size = volume.shape[-1]
     coords = _slice_coords(rotations, grid, volume_size)
     indices, weights = _trilinear(coords, volume_size)
-    values = volume.reshape(-1)[indices.reshape(-1)].reshape(indices.shape)
+    values = _Gather.apply(volume.reshape(-1), indices.reshape(-1)).reshape(indices.shape)
     return (values * weights.to(values.real.dtype)).sum(dim=-1)
 
 

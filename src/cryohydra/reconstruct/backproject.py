@@ -28,7 +28,7 @@ import torch
 from tqdm import tqdm
 
 from cryohydra.io.particles import ParticleSet, random_half_split
-from cryohydra.physics.fourier import fft2_centered, ifft3_centered, zero_pad
+from cryohydra.physics.fourier import fft2_centered, ifft3_centered, shell_mean, zero_pad
 from cryohydra.physics.image_formation import CTFBatch
 from cryohydra.physics.projector import (
     SliceGrid,
@@ -119,21 +119,12 @@ def _shell_index(padded_box: int, oversampling: int, device) -> torch.Tensor:
     return torch.round(radius).long()
 
 
-def _shell_mean(values: torch.Tensor, shells: torch.Tensor, n_shells: int) -> torch.Tensor:
-    inside = shells < n_shells
-    sums = torch.zeros(n_shells, dtype=values.dtype, device=values.device)
-    counts = torch.zeros(n_shells, dtype=values.dtype, device=values.device)
-    sums.index_add_(0, shells[inside], values[inside])
-    counts.index_add_(0, shells[inside], torch.ones_like(values[inside]))
-    return sums / counts.clamp(min=1)
-
-
 def _fourier_shell_correlation(
     a: torch.Tensor, b: torch.Tensor, shells: torch.Tensor, n_shells: int
 ) -> torch.Tensor:
-    cross = _shell_mean((a * b.conj()).real, shells, n_shells)
-    power_a = _shell_mean(a.abs() ** 2, shells, n_shells)
-    power_b = _shell_mean(b.abs() ** 2, shells, n_shells)
+    cross = shell_mean((a * b.conj()).real, shells, n_shells)
+    power_a = shell_mean(a.abs() ** 2, shells, n_shells)
+    power_b = shell_mean(b.abs() ** 2, shells, n_shells)
     return cross / torch.sqrt(power_a * power_b).clamp(min=1e-30)
 
 
@@ -165,7 +156,7 @@ def wiener_maps(
     clipped = shells.clamp(max=n_shells - 1)
 
     def invert(acc: Accumulator, ssnr: torch.Tensor) -> torch.Tensor:
-        tau_inverse = (_shell_mean(acc.weights, shells, n_shells) / ssnr)[clipped]
+        tau_inverse = (shell_mean(acc.weights, shells, n_shells) / ssnr)[clipped]
         spectrum = acc.numerator / (acc.weights + tau_inverse + _EPSILON)
         spectrum[outside] = 0
         return _to_real_space(spectrum, box_size)
@@ -182,11 +173,13 @@ def reconstruct_known_poses(
     invert_contrast: bool = False,
     device: str | torch.device = "cpu",
     progress: bool = True,
+    halves: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> Reconstruction:
     """Reconstruct from the set's poses, shifts and CTF, streaming its images in batches.
 
     The particles are split at random (``seed``) into two half-sets for the Wiener filter and
-    the gold-standard FSC.
+    the gold-standard FSC, or as given by ``halves`` (two arrays of particle indices, e.g. the
+    halves of an ab-initio run made on each half independently).
     """
     rotations, shifts = particles.require_poses()
     particles.check_images()
@@ -196,7 +189,8 @@ def reconstruct_known_poses(
     pixel_size_a = float(particles.pixel_size_a[0])
     box_size = particles.box_size or particles.load_images([0]).shape[-1]
     grid = SliceGrid.create(oversampling * box_size, device=device)
-    halves = random_half_split(len(particles), seed)
+    if halves is None:
+        halves = random_half_split(len(particles), seed)
     accumulators = [Accumulator.zeros(oversampling * box_size, device) for _ in halves]
     sign = -1.0 if invert_contrast else 1.0
     bar = tqdm(total=len(particles), desc="backproject", unit="img", disable=not progress)

@@ -1,0 +1,120 @@
+"""Particle batches for training, streamed from the stacks on disk.
+
+Only the batch in hand is in memory: images are read from the memory-mapped stacks, Fourier-
+cropped to the working box (``--downsample``), sign-flipped for stacks with dark particles,
+scaled by one dataset-wide factor (so the image standard deviation is about 1 whatever the
+file's units) and transformed once; the CTF is evaluated at the working pixel size. The order
+of an epoch is a seeded permutation of ``(seed, epoch)``, so an interrupted run resumes on the
+same batches.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cryohydra.io.errors import InputFileError
+from cryohydra.io.particles import ParticleSet
+from cryohydra.physics.fourier import fft2_centered, fourier_crop_2d
+from cryohydra.physics.image_formation import CTFBatch
+from cryohydra.physics.projector import SliceGrid, image_to_slice
+
+__all__ = ["Batch", "ParticleBatches", "epoch_batches"]
+
+_SCALE_SAMPLE = 1000
+
+
+@dataclass(frozen=True)
+class Batch:
+    """One batch on the working device.
+
+    ``rows``: ``(B,)`` int64 particle indices; ``images``: ``(B, L, L)`` real; ``spectra``:
+    ``(B, P)`` complex transforms at the grid's points; ``ctf``: ``(B, P)`` or None.
+    """
+
+    rows: torch.Tensor
+    images: torch.Tensor
+    spectra: torch.Tensor
+    ctf: torch.Tensor | None
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
+    """The batches of an epoch: a permutation seeded by ``(seed, epoch)``, each batch sorted
+    (sequential reads)."""
+    order = np.random.default_rng([seed, epoch]).permutation(n)
+    return [np.sort(order[i : i + batch_size]) for i in range(0, n, batch_size)]
+
+
+class ParticleBatches:
+    """Reads batches of a :class:`ParticleSet` at a working box size.
+
+    Args:
+        particles: the set (one pixel size; CTF optional but expected for real data).
+        working_box: side of the images used for training (default: as stored).
+        max_resolution_a: highest resolution compared (the grid's radius); default Nyquist.
+        invert_contrast: the stack has dark particles on a bright background.
+        device: where batches are put.
+    """
+
+    def __init__(
+        self,
+        particles: ParticleSet,
+        working_box: int | None = None,
+        max_resolution_a: float | None = None,
+        invert_contrast: bool = False,
+        device: str | torch.device = "cpu",
+    ) -> None:
+        pixel_sizes = np.unique(np.round(particles.pixel_size_a, 4))
+        if len(pixel_sizes) != 1:
+            raise InputFileError(
+                particles.source, f"particles have several pixel sizes {list(pixel_sizes)} Å"
+            )
+        particles.check_images()
+        self.particles = particles
+        self.device = torch.device(device)
+        self.box_size = particles.box_size or particles.load_images([0]).shape[-1]
+        self.working_box = working_box or self.box_size
+        if self.working_box > self.box_size or self.working_box % 2:
+            raise ValueError(
+                f"--downsample {self.working_box} must be even and at most the box "
+                f"{self.box_size} px of {particles.source}"
+            )
+        self.pixel_size_a = float(particles.pixel_size_a[0]) * self.box_size / self.working_box
+        radius = None
+        if max_resolution_a is not None:
+            radius = self.working_box * self.pixel_size_a / max_resolution_a
+        self.grid = SliceGrid.create(self.working_box, radius, device=self.device)
+        self.frequencies_a = self.grid.frequencies_a(self.pixel_size_a)
+        self.sign = -1.0 if invert_contrast else 1.0
+        self.scale = 1.0
+        self.scale = self._estimate_scale()
+
+    def __len__(self) -> int:
+        return len(self.particles)
+
+    def _estimate_scale(self) -> float:
+        n = len(self.particles)
+        rows = np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64)
+        images = self._images(np.unique(rows))
+        std = float(images.std())
+        if not np.isfinite(std) or std == 0:
+            raise InputFileError(self.particles.source, "the images are constant (std 0)")
+        return 1.0 / std
+
+    def _images(self, rows: np.ndarray) -> torch.Tensor:
+        images = torch.from_numpy(self.particles.load_images(rows)).to(self.device)
+        if self.working_box != images.shape[-1]:
+            images = fourier_crop_2d(images, self.working_box)
+        return images * (self.sign * self.scale)
+
+    def load(self, rows: np.ndarray) -> Batch:
+        images = self._images(rows)
+        spectra = image_to_slice(fft2_centered(images), self.grid)
+        ctf = None
+        if self.particles.ctf is not None:
+            ctf = CTFBatch.from_params(self.particles.ctf, rows, self.device)
+            ctf = ctf.evaluate(self.frequencies_a)
+        rows_t = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
+        return Batch(rows_t, images, spectra, ctf)

@@ -1,0 +1,107 @@
+"""Settings of ``cryohydra reconstruct``, with their defaults and where they come from.
+
+The paper's settings (Shekarforoush et al., NeurIPS 2024, "semi-amortized pose inference") are
+the starting points: M = 7 heads on synthetic data (15 on real data), batch 64 (or 32),
+encoder learning rate 1e-4, volume learning rate 0.05 (0.02 after the switch), 5 pose steps
+then 1 volume step per batch after the switch with a pose Adam learning rate of 0.05, 20 or
+30 epochs, a VGG16-style encoder. Where cryohydra's defaults differ, the reason (a benchmark
+measurement) is given next to the field and in ``benchmarks/results/reconstruct.md``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+
+__all__ = ["MODES", "ReconstructConfig"]
+
+MODES = ("semi-amortized", "amortized", "cryoai")
+
+
+@dataclass(frozen=True)
+class ReconstructConfig:
+    """All the knobs of one ab-initio run.
+
+    Attributes:
+        mode: ``semi-amortized`` (multi-head encoder, then per-particle auto-decoding),
+            ``amortized`` (the encoder to the end) or ``cryoai`` (one head, the two-pose
+            symmetrised loss, to the end).
+        epochs: passes over the particles, both stages together.
+        switch: ``"auto"`` or the epoch (1-based) after which auto-decoding starts.
+        n_heads: ``M``, candidate poses per image (``cryoai`` uses 1).
+        batch_size: images per step.
+        backbone: ``light`` (CPU) or ``vgg16`` (the paper's).
+        encoder_lr, volume_lr, volume_lr_after_switch: Adam learning rates.
+        pose_lr_rad, pose_lr_shift_a: per-particle Adam rates of the rotation (radians) and
+            shift (Å) perturbations.
+        pose_steps: pose steps before each volume step in the auto-decoding stage.
+        predict_shifts: the heads predict shifts and auto-decoding refines them.
+        max_shift_a: bound of the predicted shifts (default 10 % of the box).
+        min_amortized_epochs, max_amortized_epochs: bounds of the automatic switch (the
+            latter defaults to half the epochs).
+        switch_head_change, switch_pose_change_deg: the automatic switch happens when, from
+            one epoch to the next, at most this fraction of images change winning head and the
+            median change of the best pose is at most this angle.
+        working_box: image side used for training (``--downsample``); default as stored.
+        max_resolution_a: highest resolution compared in the loss; default Nyquist.
+        invert_contrast: the stack has dark particles.
+        seed: seeds the initial volume, the encoder and the batch order.
+    """
+
+    mode: str = "semi-amortized"
+    epochs: int = 20
+    switch: str | int = "auto"
+    n_heads: int = 7
+    batch_size: int = 64
+    backbone: str = "light"
+    encoder_lr: float = 1e-4
+    volume_lr: float = 0.05
+    volume_lr_after_switch: float = 0.02
+    pose_lr_rad: float = 0.05
+    pose_lr_shift_a: float = 0.2
+    pose_steps: int = 5
+    predict_shifts: bool = True
+    max_shift_a: float | None = None
+    min_amortized_epochs: int = 2
+    max_amortized_epochs: int | None = None
+    switch_head_change: float = 0.2
+    switch_pose_change_deg: float = 5.0
+    working_box: int | None = None
+    max_resolution_a: float | None = None
+    invert_contrast: bool = False
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
+        if self.switch != "auto" and (not isinstance(self.switch, int) or self.switch < 0):
+            raise ValueError(f"switch must be 'auto' or an epoch number, got {self.switch!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.n_heads < 1 or self.pose_steps < 1:
+            raise ValueError("epochs, batch size, heads and pose steps must be positive")
+
+    @property
+    def heads(self) -> int:
+        return 1 if self.mode == "cryoai" else self.n_heads
+
+    @property
+    def n_candidates(self) -> int:
+        """Candidate poses per image: the heads, or cryoAI's pose and its half-turned twin."""
+        return 2 if self.mode == "cryoai" else self.n_heads
+
+    @property
+    def amortized_only(self) -> bool:
+        return self.mode != "semi-amortized"
+
+    @property
+    def latest_switch(self) -> int:
+        """The last epoch that may still be amortized under ``switch="auto"``."""
+        if self.max_amortized_epochs is not None:
+            return self.max_amortized_epochs
+        return max(1, self.epochs // 2)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(values: dict) -> ReconstructConfig:
+        known = {f.name for f in fields(ReconstructConfig)}
+        return ReconstructConfig(**{k: v for k, v in values.items() if k in known})

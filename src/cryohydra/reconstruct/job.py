@@ -1,0 +1,305 @@
+"""An ab-initio job on disk: output folder, per-epoch log and checkpoints, resume, half-sets and
+the final map.
+
+Layout of ``OUTDIR`` (one run; with half-sets the training files are in ``half_a/`` and
+``half_b/``)::
+
+    cryohydra-run.json   what was run (input, settings); marks the folder as a cryohydra run
+    log.jsonl            one JSON record per epoch: losses, time, and with true poses in the
+                         input the pose error (and FSC vs --reference-map)
+    checkpoint.pt        everything needed to continue (written after every epoch)
+    model_volume.mrc     the learned volume at the working pixel size
+    particles.star       the poses (RELION 3.1), usable by RELION and cryoSPARC
+    map.mrc              backprojection of all particles with their poses (Wiener-filtered)
+    half_map_a.mrc, half_map_b.mrc, fsc.csv, fsc.png, fsc.json
+    summary.json         resolution, timings, pose error (when true poses are known)
+
+The final map is a CTF-weighted Fourier backprojection with the estimated poses at the stored
+box size (:mod:`cryohydra.reconstruct.backproject`), the same reconstruction as the known-pose
+ceiling, so the two are compared like for like. Without ``--half-sets`` its half-maps share
+poses from one run and their FSC is optimistic; with ``--half-sets`` each half is an
+independent run, half B's poses are moved into half A's frame after aligning the two learned
+volumes, and the FSC at 0.143 is the gold standard.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryohydra.io.errors import InputFileError
+from cryohydra.io.mrc import read_map, write_map
+from cryohydra.io.particles import ParticleSet, random_half_split
+from cryohydra.io.star import write_star
+from cryohydra.metrics.fsc import fsc, plot_fsc, soft_spherical_mask
+from cryohydra.metrics.map_alignment import align_maps
+from cryohydra.metrics.pose_error import plot_pose_error_histogram, pose_errors
+from cryohydra.physics.fourier import fourier_crop
+from cryohydra.reconstruct.backproject import reconstruct_known_poses
+from cryohydra.reconstruct.config import ReconstructConfig
+from cryohydra.reconstruct.frames import poses_into_reference_frame
+from cryohydra.reconstruct.train import AbInitio
+
+__all__ = ["RUN_FILE", "JobOptions", "run_job"]
+
+log = logging.getLogger(__name__)
+RUN_FILE = "cryohydra-run.json"
+_OUTPUTS = (
+    "particles.star",
+    "map.mrc",
+    "half_map_a.mrc",
+    "half_map_b.mrc",
+    "fsc.csv",
+    "fsc.png",
+    "fsc.json",
+    "summary.json",
+)
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How to run: where, on what, and what to do with an existing folder."""
+
+    outdir: Path
+    device: str = "cpu"
+    half_sets: bool = False
+    resume: bool = False
+    force: bool = False
+    reference_map: Path | None = None
+    symmetry: str = "C1"
+    progress: bool = True
+
+
+def _mask(box: int) -> torch.Tensor:
+    return soft_spherical_mask(box, radius_px=0.4 * box, edge_px=0.05 * box)
+
+
+def _atomic_save(state: dict, path: Path) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def _prepare_outdir(outdir: Path, options: JobOptions, description: dict) -> None:
+    """Claim ``outdir``: new or empty, our own run (``--resume``/``--force``), never a user's."""
+    marker = outdir / RUN_FILE
+    if options.resume:
+        if not marker.exists():
+            raise InputFileError(outdir, f"is not a cryohydra run to resume (no {RUN_FILE})")
+        previous = json.loads(marker.read_text())
+        if previous.get("config") != description["config"]:
+            raise InputFileError(
+                outdir, "was run with other settings; resume with the same options"
+            )
+        return
+    if outdir.exists() and any(outdir.iterdir()):
+        if not marker.exists():
+            raise InputFileError(
+                outdir, "exists and is not a cryohydra run; choose another output folder"
+            )
+        if not options.force:
+            raise InputFileError(
+                outdir, "holds a cryohydra run; use --resume to continue it or --force to redo it"
+            )
+    outdir.mkdir(parents=True, exist_ok=True)
+    marker.write_text(json.dumps(description, indent=2) + "\n")
+
+
+class _Reference:
+    """A known map (``--reference-map``), for the FSC against it after alignment."""
+
+    def __init__(self, path: Path) -> None:
+        volume, voxel = read_map(path)
+        if voxel is None:
+            raise InputFileError(path, "has no voxel size in its header")
+        self.path = path
+        self.volume = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
+        self.pixel_size_a = float(voxel)
+
+    def at(self, box: int, pixel_size_a: float) -> torch.Tensor:
+        """The map Fourier-cropped to ``box`` (the same field of view is required)."""
+        fov, own_fov = box * pixel_size_a, self.volume.shape[-1] * self.pixel_size_a
+        if abs(fov - own_fov) > 0.01 * own_fov:
+            raise InputFileError(
+                self.path,
+                f"covers {own_fov:.1f} Å but the particles {fov:.1f} Å (box x pixel size)",
+            )
+        return fourier_crop(self.volume, box, ndim=3)
+
+    def fsc_of(self, volume: torch.Tensor, pixel_size_a: float) -> dict:
+        reference = self.at(volume.shape[-1], pixel_size_a)
+        aligned = align_maps(volume, reference, pixel_size_a).aligned_map
+        curve = fsc(aligned, reference, _mask(volume.shape[-1]), pixel_size_a=pixel_size_a)
+        return {"fsc_vs_reference_a_0.5": curve.resolution_a(0.5), "curve": curve}
+
+
+def _evaluator(particles: ParticleSet, reference: _Reference | None, symmetry: str):
+    """Per-epoch metrics against the truth when the input carries it."""
+    if not particles.has_poses and reference is None:
+        return None
+
+    def evaluate(run: AbInitio) -> dict:
+        out: dict = {}
+        if particles.has_poses:
+            rotations, shifts = run.poses()
+            true_rot, true_shift = particles.require_poses()
+            errors = pose_errors(rotations, true_rot, shifts, true_shift, symmetry=symmetry)
+            out["pose_error"] = {
+                "median_rotation_deg": errors.median_rotation_error_deg,
+                "mean_rotation_deg": errors.mean_rotation_error_deg,
+                "median_viewing_direction_deg": errors.median_viewing_direction_error_deg,
+                "mean_shift_a": errors.mean_shift_error_a,
+                "median_shift_a": errors.median_shift_error_a,
+                "mirrored": errors.mirrored,
+            }
+        if reference is not None:
+            result = reference.fsc_of(run.volume.to_map().cpu(), run.data.pixel_size_a)
+            out["model_fsc_vs_reference_a_0.5"] = result["fsc_vs_reference_a_0.5"]
+        return out
+
+    return evaluate
+
+
+def _train(
+    particles: ParticleSet,
+    config: ReconstructConfig,
+    run_dir: Path,
+    options: JobOptions,
+    reference: _Reference | None,
+) -> AbInitio:
+    """Train (or resume) one run in ``run_dir``; returns the trained run."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    run = AbInitio(
+        particles, config, options.device, _evaluator(particles, reference, options.symmetry)
+    )
+    checkpoint = run_dir / "checkpoint.pt"
+    log_path = run_dir / "log.jsonl"
+    records: list[str] = []
+    if options.resume and checkpoint.exists():
+        run.load_state_dict(torch.load(checkpoint, map_location=options.device))
+        if log_path.exists():
+            for line in log_path.read_text().splitlines():
+                if line.strip() and json.loads(line)["epoch"] <= run.epoch:
+                    records.append(line)
+        log.info("resuming %s after epoch %d (%s)", run_dir, run.epoch, run.stage)
+    log_path.write_text("".join(line + "\n" for line in records))
+
+    def on_epoch(current: AbInitio, record: dict) -> None:
+        with log_path.open("a") as stream:
+            stream.write(json.dumps(record) + "\n")
+        _atomic_save(current.state_dict(), checkpoint)
+
+    run.fit(on_epoch, progress=options.progress)
+    write_map(
+        run_dir / "model_volume.mrc",
+        run.volume.to_map().cpu().numpy(),
+        run.data.pixel_size_a,
+        force=True,
+    )
+    return run
+
+
+def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptions) -> dict:
+    """Run ``cryohydra reconstruct`` end to end; returns the summary written to summary.json."""
+    outdir = Path(options.outdir)
+    started = time.perf_counter()
+    description = {
+        "input": str(particles.source),
+        "n_particles": len(particles),
+        "config": config.to_dict(),
+        "half_sets": options.half_sets,
+    }
+    _prepare_outdir(outdir, options, description)
+    if particles.ctf is None:
+        log.warning("%s has no CTF parameters: reconstructing without CTF", particles.source)
+    reference = None if options.reference_map is None else _Reference(options.reference_map)
+    truth = particles.require_poses() if particles.has_poses else None
+    bare = particles.with_poses(None, None)
+
+    if options.half_sets:
+        halves = random_half_split(len(particles), config.seed)
+        runs = [
+            _train(particles.subset(h), config, outdir / name, options, reference)
+            for h, name in zip(halves, ("half_a", "half_b"), strict=True)
+        ]
+        rotations = np.empty((len(particles), 3, 3))
+        shifts = np.empty((len(particles), 2))
+        rotations[halves[0]], shifts[halves[0]] = runs[0].poses()
+        alignment = align_maps(
+            runs[1].volume.to_map().cpu(), runs[0].volume.to_map().cpu(), runs[0].data.pixel_size_a
+        )
+        rotations[halves[1]], shifts[halves[1]] = poses_into_reference_frame(
+            *runs[1].poses(), alignment
+        )
+        training = [_run_summary(r) for r in runs]
+        half_split: tuple[np.ndarray, np.ndarray] | None = halves
+    else:
+        run = _train(particles, config, outdir, options, reference)
+        rotations, shifts = run.poses()
+        training = [_run_summary(run)]
+        half_split = None
+    trained = time.perf_counter() - started
+
+    estimated = bare.with_poses(rotations, shifts if config.predict_shifts else None)
+    write_star(outdir / "particles.star", estimated, force=True)
+    result = reconstruct_known_poses(
+        estimated,
+        seed=config.seed,
+        invert_contrast=config.invert_contrast,
+        device=options.device,
+        progress=options.progress,
+        halves=half_split,
+    )
+    pixel = result.pixel_size_a
+    for name, volume in (
+        ("map.mrc", result.full),
+        ("half_map_a.mrc", result.half_a),
+        ("half_map_b.mrc", result.half_b),
+    ):
+        write_map(outdir / name, volume.cpu().numpy(), pixel, force=True)
+    curve = fsc(
+        result.half_a.cpu(), result.half_b.cpu(), _mask(result.full.shape[-1]), pixel_size_a=pixel
+    )
+    curve.to_csv(outdir / "fsc.csv")
+    curves = {"half-maps (masked)": curve}
+    summary: dict = {
+        "input": str(particles.source),
+        "n_particles": len(particles),
+        "mode": config.mode,
+        "half_sets": options.half_sets,
+        "training": training,
+        "training_seconds": trained,
+        "half_map_resolution_a_0.143": curve.resolution_a(0.143),
+        "gold_standard": options.half_sets,
+        "pixel_size_a": pixel,
+        "nyquist_a": 2 * pixel,
+    }
+    if reference is not None:
+        versus = reference.fsc_of(result.full.cpu(), pixel)
+        curves["map vs reference"] = versus["curve"]
+        summary["resolution_vs_reference_a_0.5"] = versus["fsc_vs_reference_a_0.5"]
+    if truth is not None:
+        errors = pose_errors(rotations, truth[0], shifts, truth[1], symmetry=options.symmetry)
+        plot_pose_error_histogram(errors, outdir / "pose_error.png")
+        summary["pose_error"] = errors.to_dict()
+    plot_fsc(curves, outdir / "fsc.png", title="FSC")
+    (outdir / "fsc.json").write_text(json.dumps(curve.to_dict(), indent=2) + "\n")
+    summary["total_seconds"] = time.perf_counter() - started
+    (outdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _run_summary(run: AbInitio) -> dict:
+    return {
+        "epochs": run.epoch,
+        "switch_epoch": run.switch_epoch,
+        "working_box": run.data.working_box,
+        "working_pixel_size_a": run.data.pixel_size_a,
+    }

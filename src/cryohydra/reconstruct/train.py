@@ -1,0 +1,374 @@
+"""The optimisation loop of ab-initio reconstruction (semi-amortized pose inference).
+
+Stage 1, *amortized*: the encoder proposes ``M`` poses per image; all ``B x M`` projections of
+the volume are compared with the images in one batched call and each image trains only its
+winning head (winner-takes-all); the encoder and the volume take one Adam step per batch.
+
+The switch: each particle's pose is set from its best head (one pass of the encoder in
+evaluation mode), the encoder is dropped and the volume's learning rate lowered. It happens
+after a fixed epoch or, with ``switch="auto"``, once the amortized stage has settled: from one
+epoch to the next few images change winning head and the best poses barely move.
+
+Stage 2, *auto-decoding*: for each batch, ``pose_steps`` Adam steps on each particle's own pose
+(:class:`~cryohydra.reconstruct.pose_table.PoseTable`, volume held fixed), then one step on the
+volume with the poses held fixed.
+
+Everything the loop needs to continue (volume, encoder, optimisers, the pose table, the switch
+state, the epoch) is in :meth:`AbInitio.state_dict`, written after every epoch; the batch order
+of an epoch depends only on ``(seed, epoch)``, so a resumed run repeats an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cryohydra.geometry.rotations import geodesic_distance
+from cryohydra.io.particles import ParticleSet
+from cryohydra.reconstruct.batches import Batch, ParticleBatches, epoch_batches
+from cryohydra.reconstruct.config import ReconstructConfig
+from cryohydra.reconstruct.encoder import PoseEncoder
+from cryohydra.reconstruct.objective import (
+    candidate_errors,
+    rotated_half_turn,
+    undo_half_turn,
+    winner_takes_all,
+)
+from cryohydra.reconstruct.pose_table import PoseTable
+from cryohydra.reconstruct.volume import HartleyVolume
+
+__all__ = ["AMORTIZED", "AUTO_DECODING", "AbInitio"]
+
+AMORTIZED, AUTO_DECODING = "amortized", "auto-decoding"
+_INIT_SAMPLE = 512
+
+
+class AbInitio:
+    """One ab-initio run on a particle set: the model, its optimisers and the pose table.
+
+    Args:
+        particles: images with CTF (poses, if present, are only used to report errors).
+        config: the settings.
+        device: where the work runs.
+        evaluate: optional callback ``(run) -> dict`` adding metrics to each epoch's record
+            (pose error, FSC against a known map).
+    """
+
+    def __init__(
+        self,
+        particles: ParticleSet,
+        config: ReconstructConfig,
+        device: str | torch.device = "cpu",
+        evaluate: Callable[[AbInitio], dict] | None = None,
+    ) -> None:
+        self.config = config
+        self.device = torch.device(device)
+        self.particles = particles
+        self.evaluate = evaluate
+        self.data = ParticleBatches(
+            particles,
+            working_box=config.working_box,
+            max_resolution_a=config.max_resolution_a,
+            invert_contrast=config.invert_contrast,
+            device=self.device,
+        )
+        box = self.data.working_box
+        n = len(particles)
+        generator = torch.Generator().manual_seed(config.seed)
+        sample = self.data.load(np.arange(min(n, _INIT_SAMPLE)))
+        amplitude = HartleyVolume.amplitude_from_spectra(sample.spectra, self.data.grid)
+        self.volume = HartleyVolume(box, amplitude.cpu(), generator=generator).to(self.device)
+        self.volume_optimizer = torch.optim.Adam(self.volume.parameters(), lr=config.volume_lr)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(config.seed)
+            self.encoder: PoseEncoder | None = PoseEncoder(
+                box,
+                self.data.pixel_size_a,
+                config.heads,
+                backbone=config.backbone,
+                max_shift_a=config.max_shift_a,
+            ).to(self.device)
+        self.encoder_optimizer: torch.optim.Optimizer | None = torch.optim.Adam(
+            self.encoder.parameters(), lr=config.encoder_lr
+        )
+        eye = torch.eye(3, device=self.device).expand(n, 3, 3)
+        self.table = PoseTable.create(
+            eye, torch.zeros(n, 2, device=self.device), config.pose_lr_rad, config.pose_lr_shift_a
+        )
+        self.winners = torch.full((n,), -1, dtype=torch.int64, device=self.device)
+        self.previous: tuple[torch.Tensor, torch.Tensor] | None = None
+        self.epoch = 0
+        self.stage = AMORTIZED
+        self.switch_epoch: int | None = None
+
+    # ------------------------------------------------------------------------------------
+    # Candidates and passes
+    # ------------------------------------------------------------------------------------
+
+    def _candidates(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Candidate poses ``(B, C, 3, 3)`` and shifts ``(B, C, 2)`` (or None) of a batch."""
+        assert self.encoder is not None
+        if self.config.mode == "cryoai":
+            both = torch.cat([images, rotated_half_turn(images)])
+            rotations, shifts = self.encoder(both)
+            batch = images.shape[0]
+            turned = undo_half_turn(rotations[batch:], shifts[batch:])
+            rotations = torch.cat([rotations[:batch], turned[0]], dim=1)
+            shifts = torch.cat([shifts[:batch], turned[1]], dim=1)
+        else:
+            rotations, shifts = self.encoder(images)
+        return rotations, (shifts if self.config.predict_shifts else None)
+
+    def _errors(
+        self, batch: Batch, rotations, shifts, hartley: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        return candidate_errors(
+            self.volume,
+            batch.spectra,
+            batch.ctf,
+            rotations,
+            shifts,
+            self.data.grid,
+            self.data.frequencies_a,
+            hartley,
+        )
+
+    def _record(self, rows: torch.Tensor, rotations, shifts, winner: torch.Tensor) -> None:
+        """Keep each image's best candidate in the pose table."""
+        index = torch.arange(len(rows), device=rows.device)
+        self.table.rotations[rows] = rotations[index, winner].detach().to(torch.float32)
+        if shifts is not None:
+            self.table.shifts_a[rows] = shifts[index, winner].detach().to(torch.float32)
+        self.winners[rows] = winner
+
+    def _batches(self, epoch: int) -> list[np.ndarray]:
+        return epoch_batches(len(self.data), self.config.batch_size, self.config.seed, epoch)
+
+    def _amortized_epoch(self, epoch: int, bar: tqdm) -> float:
+        assert self.encoder is not None and self.encoder_optimizer is not None
+        self.encoder.train()
+        total, count = 0.0, 0
+        for rows in self._batches(epoch):
+            batch = self.data.load(rows)
+            rotations, shifts = self._candidates(batch.images)
+            loss, winner = winner_takes_all(self._errors(batch, rotations, shifts))
+            self.encoder_optimizer.zero_grad(set_to_none=True)
+            self.volume_optimizer.zero_grad(set_to_none=True)
+            loss.mean().backward()
+            self.encoder_optimizer.step()
+            self.volume_optimizer.step()
+            self._record(batch.rows, rotations, shifts, winner)
+            total += float(loss.detach().sum())
+            count += len(rows)
+            bar.update(len(rows))
+        return total / count
+
+    @torch.no_grad()
+    def encoder_pass(self) -> float:
+        """Set every particle's pose from its best candidate (encoder in evaluation mode)."""
+        assert self.encoder is not None
+        self.encoder.eval()
+        hartley = self.volume.hartley()
+        total = 0.0
+        n = len(self.data)
+        for start in range(0, n, self.config.batch_size):
+            batch = self.data.load(np.arange(start, min(n, start + self.config.batch_size)))
+            rotations, shifts = self._candidates(batch.images)
+            loss, winner = winner_takes_all(self._errors(batch, rotations, shifts, hartley))
+            self._record(batch.rows, rotations, shifts, winner)
+            total += float(loss.sum())
+        return total / n
+
+    def _pose_steps(self, batch: Batch, hartley: torch.Tensor) -> None:
+        shifts_on = self.config.predict_shifts
+        for _ in range(self.config.pose_steps):
+            w, d = self.table.perturbation(batch.rows)
+            rotations, shifts = self.table.poses(batch.rows, w, d)
+            errors = self._errors(
+                batch, rotations[:, None], shifts[:, None] if shifts_on else None, hartley
+            )
+            grad_w, grad_d = torch.autograd.grad(errors.sum(), [w, d], allow_unused=True)
+            grad_d = torch.zeros_like(d) if grad_d is None else grad_d
+            self.table.step(batch.rows, grad_w, grad_d)
+
+    def _auto_decoding_epoch(self, epoch: int, bar: tqdm) -> float:
+        total, count = 0.0, 0
+        shifts_on = self.config.predict_shifts
+        hartley = self.volume.hartley().detach()
+        for rows in self._batches(epoch):
+            batch = self.data.load(rows)
+            self._pose_steps(batch, hartley)
+            rotations = self.table.rotations[batch.rows][:, None]
+            shifts = self.table.shifts_a[batch.rows][:, None] if shifts_on else None
+            loss = self._errors(batch, rotations, shifts)[:, 0]
+            self.volume_optimizer.zero_grad(set_to_none=True)
+            loss.mean().backward()
+            self.volume_optimizer.step()
+            hartley = self.volume.hartley().detach()
+            total += float(loss.detach().sum())
+            count += len(rows)
+            bar.update(len(rows))
+        return total / count
+
+    # ------------------------------------------------------------------------------------
+    # The switch
+    # ------------------------------------------------------------------------------------
+
+    def _changes(self) -> tuple[float | None, float | None]:
+        """Fraction of images whose winning head changed since the last epoch, and the median
+        change (degrees) of their best rotation."""
+        if self.previous is None:
+            return None, None
+        winners, rotations = self.previous
+        head_change = float((self.winners != winners).float().mean())
+        angles = geodesic_distance(self.table.rotations, rotations)
+        return head_change, float(torch.rad2deg(angles.median()))
+
+    def _wants_switch(self, epoch: int, head_change, pose_change) -> bool:
+        config = self.config
+        if config.amortized_only or self.stage != AMORTIZED or epoch >= config.epochs:
+            return False
+        if config.switch != "auto":
+            return epoch >= int(config.switch)
+        if epoch >= config.latest_switch:
+            return True
+        if epoch < config.min_amortized_epochs or head_change is None:
+            return False
+        return (
+            head_change <= config.switch_head_change
+            and pose_change <= config.switch_pose_change_deg
+        )
+
+    def switch(self, epoch: int) -> None:
+        """Initialise the pose table from the best heads and drop the encoder."""
+        self.encoder_pass()
+        n = len(self.table)
+        self.table = PoseTable.create(
+            self.table.rotations,
+            self.table.shifts_a,
+            self.config.pose_lr_rad,
+            self.config.pose_lr_shift_a,
+        )
+        assert len(self.table) == n
+        self.encoder = None
+        self.encoder_optimizer = None
+        for group in self.volume_optimizer.param_groups:
+            group["lr"] = self.config.volume_lr_after_switch
+        self.stage = AUTO_DECODING
+        self.switch_epoch = epoch
+
+    # ------------------------------------------------------------------------------------
+    # Epochs
+    # ------------------------------------------------------------------------------------
+
+    def run_epoch(self, bar: tqdm) -> dict:
+        """Train one epoch and return its log record."""
+        epoch = self.epoch + 1
+        stage = self.stage
+        bar.set_description(f"epoch {epoch}/{self.config.epochs} {stage}")
+        start = time.perf_counter()
+        if stage == AMORTIZED:
+            loss = self._amortized_epoch(epoch, bar)
+            head_change, pose_change = self._changes()
+            self.previous = (self.winners.clone(), self.table.rotations.clone())
+        else:
+            loss = self._auto_decoding_epoch(epoch, bar)
+            head_change, pose_change = None, None
+        switched = self._wants_switch(epoch, head_change, pose_change)
+        if switched:
+            self.switch(epoch)
+        if epoch == self.config.epochs and self.stage == AMORTIZED:
+            self.encoder_pass()  # final poses from the trained encoder
+        seconds = time.perf_counter() - start
+        self.epoch = epoch
+        record = {
+            "epoch": epoch,
+            "stage": stage,
+            "loss": loss,
+            "seconds": seconds,
+            "images_per_s": len(self.data) / seconds,
+            "head_change": head_change,
+            "pose_change_deg": pose_change,
+            "switched": switched,
+        }
+        if stage == AMORTIZED:
+            assigned = self.winners[self.winners >= 0]
+            usage = torch.bincount(assigned, minlength=self.config.n_candidates)
+            record["head_usage"] = usage.tolist()
+        if self.evaluate is not None:
+            record.update(self.evaluate(self))
+        return record
+
+    def fit(
+        self, on_epoch: Callable[[AbInitio, dict], None] | None = None, progress: bool = True
+    ) -> None:
+        """Train the remaining epochs; ``on_epoch(run, record)`` after each (log, checkpoint)."""
+        n = len(self.data)
+        bar = tqdm(
+            total=self.config.epochs * n,
+            initial=self.epoch * n,
+            unit="img",
+            disable=not progress,
+            dynamic_ncols=True,
+        )
+        while self.epoch < self.config.epochs:
+            record = self.run_epoch(bar)
+            if on_epoch is not None:
+                on_epoch(self, record)
+        bar.close()
+
+    # ------------------------------------------------------------------------------------
+    # Results and checkpoints
+    # ------------------------------------------------------------------------------------
+
+    def poses(self) -> tuple[np.ndarray, np.ndarray]:
+        """Current rotations ``(N, 3, 3)`` and shifts ``(N, 2)`` Å as float64 arrays."""
+        return (
+            self.table.rotations.detach().cpu().double().numpy(),
+            self.table.shifts_a.detach().cpu().double().numpy(),
+        )
+
+    def state_dict(self) -> dict:
+        return {
+            "config": self.config.to_dict(),
+            "n_particles": len(self.data),
+            "epoch": self.epoch,
+            "stage": self.stage,
+            "switch_epoch": self.switch_epoch,
+            "volume": self.volume.state_dict(),
+            "volume_optimizer": self.volume_optimizer.state_dict(),
+            "encoder": None if self.encoder is None else self.encoder.state_dict(),
+            "encoder_optimizer": (
+                None if self.encoder_optimizer is None else self.encoder_optimizer.state_dict()
+            ),
+            "table": self.table.state_dict(),
+            "winners": self.winners,
+            "previous": self.previous,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["n_particles"] != len(self.data):
+            raise ValueError(
+                f"the checkpoint is of {state['n_particles']} particles, the input has "
+                f"{len(self.data)}"
+            )
+        self.epoch = state["epoch"]
+        self.stage = state["stage"]
+        self.switch_epoch = state["switch_epoch"]
+        self.volume.load_state_dict(state["volume"])
+        self.volume_optimizer.load_state_dict(state["volume_optimizer"])
+        if state["encoder"] is None:
+            self.encoder = None
+            self.encoder_optimizer = None
+        else:
+            assert self.encoder is not None and self.encoder_optimizer is not None
+            self.encoder.load_state_dict(state["encoder"])
+            self.encoder_optimizer.load_state_dict(state["encoder_optimizer"])
+        self.table = PoseTable.from_state_dict(state["table"], self.device)
+        self.winners = state["winners"].to(self.device)
+        previous = state["previous"]
+        self.previous = None if previous is None else tuple(p.to(self.device) for p in previous)

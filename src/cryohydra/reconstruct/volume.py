@@ -1,0 +1,108 @@
+"""The explicit volume of ab-initio reconstruction, stored in Hartley space.
+
+Each Hartley coefficient is ``h(k) = m(k) exp(e(k))``: a mantissa ``m`` and an exponent ``e``,
+both learned. The exponent starts at the log of the data's radial amplitude, so the mantissa
+of every frequency lives on the same scale (about 1) although the map's spectrum spans
+several decades; with Adam, a step of the mantissa is then a *relative* change of the
+coefficient at every frequency.
+
+A real Hartley volume is the transform of a real map, so the Fourier coefficients
+``F(k) = (h(k) + h(-k)) / 2 - i (h(k) - h(-k)) / 2`` are Hermitian by construction. A slice is
+taken in Hartley space (the Fourier-slice theorem holds for it, the transform being linear and
+pointwise) at the grid's points and at their mirrors ``-k``, then turned into Fourier values.
+Coefficients outside the sphere of radius ``L / 2`` are held at zero.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from cryohydra.physics.fourier import hartley3, hartley_to_fourier, ihartley3, shell_mean
+from cryohydra.physics.projector import SliceGrid, project
+
+__all__ = ["HartleyVolume", "radial_profile"]
+
+
+def _radius(box_size: int, device=None) -> torch.Tensor:
+    k = torch.arange(box_size, device=device, dtype=torch.float32) - box_size // 2
+    kz, ky, kx = torch.meshgrid(k, k, k, indexing="ij")
+    return torch.sqrt(kx**2 + ky**2 + kz**2)
+
+
+def radial_profile(values: torch.Tensor, radius_px: torch.Tensor, n_shells: int) -> torch.Tensor:
+    """Mean of ``values`` over shells ``round(radius_px)`` = 0 .. ``n_shells - 1``."""
+    return shell_mean(values, torch.round(radius_px).long(), n_shells)
+
+
+class HartleyVolume(nn.Module):
+    """An ``(L, L, L)`` Hartley volume ``m * exp(e)`` with a spherical support in frequency.
+
+    Args:
+        box_size: ``L`` (even).
+        amplitude: ``(L // 2 + 1,)`` radial amplitude of the initial volume per Fourier shell
+            (pixels); the exponent starts at its log.
+        init_scale: standard deviation of the random initial mantissa.
+        generator: seeds the random mantissa.
+    """
+
+    def __init__(
+        self,
+        box_size: int,
+        amplitude: torch.Tensor | None = None,
+        init_scale: float = 0.1,
+        generator: torch.Generator | None = None,
+    ) -> None:
+        super().__init__()
+        if box_size % 2:
+            raise ValueError(f"box size must be even, got {box_size}")
+        self.box_size = box_size
+        radius = _radius(box_size)
+        self.register_buffer("support", (radius <= box_size // 2).to(torch.float32))
+        if amplitude is None:
+            amplitude = torch.ones(box_size // 2 + 1)
+        shells = torch.round(radius).long().clamp(max=len(amplitude) - 1)
+        exponent = torch.log(amplitude.to(torch.float32).clamp(min=1e-12))[shells]
+        mantissa = init_scale * torch.randn(box_size, box_size, box_size, generator=generator)
+        self.mantissa = nn.Parameter(mantissa)
+        self.exponent = nn.Parameter(exponent.contiguous())
+
+    def hartley(self) -> torch.Tensor:
+        """``(L, L, L)`` Hartley coefficients ``m exp(e)``, zero outside the support."""
+        return self.mantissa * torch.exp(self.exponent) * self.support
+
+    def slices(
+        self, rotations: torch.Tensor, grid: SliceGrid, hartley: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``(B, P)`` complex Fourier values of the central slices for ``(B, 3, 3)`` poses.
+
+        ``hartley`` may be given (e.g. computed once without gradient for the pose steps).
+        """
+        values = project(self.hartley() if hartley is None else hartley, rotations, grid)
+        return hartley_to_fourier(values, values[:, grid.mirror])
+
+    @torch.no_grad()
+    def to_map(self) -> torch.Tensor:
+        """The real-space map ``(L, L, L)`` float32 (inverse Hartley transform)."""
+        return ihartley3(self.hartley().to(torch.float64)).to(torch.float32)
+
+    @torch.no_grad()
+    def load_map(self, volume: torch.Tensor) -> None:
+        """Set the coefficients to those of a real-space map (keeping the exponent)."""
+        target = hartley3(volume.to(torch.float64)).to(torch.float32) * self.support
+        self.mantissa.copy_(target * torch.exp(-self.exponent))
+
+    @staticmethod
+    def amplitude_from_spectra(spectra: torch.Tensor, grid: SliceGrid) -> torch.Tensor:
+        """Radial amplitude ``(L // 2 + 1,)`` of images' transforms ``(B, P)`` on ``grid``:
+        the root of their mean power per shell, a starting scale for the exponent."""
+        box = grid.box_size
+        radius = torch.linalg.vector_norm(grid.coords[:, :2], dim=-1)
+        power = (spectra.abs() ** 2).mean(dim=0)
+        profile = torch.sqrt(radial_profile(power, radius, box // 2 + 1))
+        # Shells past the grid's radius have no samples: continue with the last one.
+        last = int(math.floor(float(radius.max())))
+        profile[last + 1 :] = profile[last]
+        return profile.clamp(min=float(profile.max()) * 1e-6)

@@ -1,0 +1,199 @@
+"""Ab-initio runs end to end on a tiny simulated set (32 px, 256 particles)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from cryohydra.cli.main import main as cli
+from cryohydra.data import default_structure
+from cryohydra.geometry.rotations import exp_map
+from cryohydra.io.star import read_star
+from cryohydra.metrics.pose_error import pose_errors
+from cryohydra.reconstruct.config import ReconstructConfig
+from cryohydra.reconstruct.job import JobOptions, run_job
+from cryohydra.reconstruct.pose_table import PoseTable
+from cryohydra.reconstruct.train import AMORTIZED, AUTO_DECODING, AbInitio
+from cryohydra.simulate import SimulationConfig, simulate
+
+N = 256
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("abinitio")
+    config = SimulationConfig(
+        structure=str(default_structure()),
+        box_size=32,
+        pixel_size_a=7.0,
+        n_particles=N,
+        snr=10.0,
+        shift_std_a=3.0,
+        seed=4,
+    )
+    simulate(config, folder, progress=False)
+    return folder
+
+
+def _small(**overrides) -> ReconstructConfig:
+    values = dict(epochs=2, switch=1, n_heads=3, batch_size=32, seed=0)
+    values.update(overrides)
+    return ReconstructConfig(**values)
+
+
+def test_auto_decoding_refines_perturbed_poses(dataset):
+    particles = read_star(dataset / "particles.star")
+    true_rot, true_shift = particles.require_poses()
+    run = AbInitio(particles.with_poses(None, None), _small(epochs=4, pose_lr_shift_a=0.2))
+    g = torch.Generator().manual_seed(0)
+    axis = torch.randn(N, 3, generator=g, dtype=torch.float64)
+    w = axis / axis.norm(dim=1, keepdim=True) * np.deg2rad(15.0)
+    start = (exp_map(w) @ torch.from_numpy(true_rot)).float()
+    run.table = PoseTable.create(start, torch.from_numpy(true_shift).float(), 0.05, 0.2)
+    run.encoder, run.encoder_optimizer, run.stage = None, None, AUTO_DECODING
+    before = pose_errors(run.poses()[0], true_rot).median_rotation_error_deg
+    run.fit(progress=False)
+    after = pose_errors(run.poses()[0], true_rot).median_rotation_error_deg
+    assert before == pytest.approx(15.0, abs=0.5)
+    assert after < 0.6 * before
+
+
+def test_switch_after_fixed_epoch_and_modes_without_switch(dataset):
+    particles = read_star(dataset / "particles.star")
+    run = AbInitio(particles, _small(epochs=2, switch=1))
+    run.fit(progress=False)
+    assert run.switch_epoch == 1 and run.stage == AUTO_DECODING and run.encoder is None
+    for mode in ("amortized", "cryoai"):
+        run = AbInitio(particles, _small(epochs=1, mode=mode))
+        record = run.run_epoch(_NoBar())
+        assert run.stage == AMORTIZED and run.encoder is not None
+        assert len(record["head_usage"]) == (3 if mode == "amortized" else 2)
+        rotations = torch.from_numpy(run.poses()[0])
+        assert torch.allclose(torch.det(rotations), torch.ones(N, dtype=torch.float64), atol=1e-5)
+
+
+def test_automatic_switch_follows_its_criterion(dataset):
+    particles = read_star(dataset / "particles.star")
+    eager = AbInitio(
+        particles,
+        _small(
+            epochs=4,
+            switch="auto",
+            min_amortized_epochs=2,
+            switch_head_change=1.0,
+            switch_pose_change_deg=180.0,
+        ),
+    )
+    eager.fit(progress=False)
+    assert eager.switch_epoch == 2  # needs two epochs to measure a change
+    never = AbInitio(
+        particles,
+        _small(epochs=4, switch="auto", switch_head_change=0.0, switch_pose_change_deg=0.0),
+    )
+    never.fit(progress=False)
+    assert never.switch_epoch == 2  # the latest switch: half the epochs
+
+
+class _NoBar:
+    def update(self, n):
+        pass
+
+    def set_description(self, text):
+        pass
+
+
+def _star_poses(path):
+    particles = read_star(path)
+    return particles.require_poses()
+
+
+def test_resume_repeats_an_uninterrupted_run(dataset, tmp_path, monkeypatch):
+    config = _small(epochs=3, switch=1)
+    particles = read_star(dataset / "particles.star")
+    run_job(particles, config, JobOptions(tmp_path / "straight", progress=False))
+
+    calls = {"n": 0}
+    original = AbInitio.run_epoch
+
+    def interrupted(self, bar):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(self, bar)
+
+    monkeypatch.setattr(AbInitio, "run_epoch", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        run_job(
+            read_star(dataset / "particles.star"),
+            config,
+            JobOptions(tmp_path / "resumed", progress=False),
+        )
+    monkeypatch.setattr(AbInitio, "run_epoch", original)
+    assert len((tmp_path / "resumed" / "log.jsonl").read_text().splitlines()) == 2
+    run_job(
+        read_star(dataset / "particles.star"),
+        config,
+        JobOptions(tmp_path / "resumed", resume=True, progress=False),
+    )
+    straight = _star_poses(tmp_path / "straight" / "particles.star")
+    resumed = _star_poses(tmp_path / "resumed" / "particles.star")
+    np.testing.assert_allclose(resumed[0], straight[0], atol=1e-6)
+    np.testing.assert_allclose(resumed[1], straight[1], atol=1e-5)
+    epochs = [
+        json.loads(line)["epoch"]
+        for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
+    ]
+    assert epochs == [1, 2, 3]
+
+
+def test_cli_reconstruct_half_sets_outputs_and_refusals(dataset, tmp_path):
+    out = tmp_path / "run"
+    args = [
+        "reconstruct",
+        str(dataset / "particles.star"),
+        "-o",
+        str(out),
+        "--epochs",
+        "2",
+        "--switch",
+        "1",
+        "--heads",
+        "2",
+        "--batch-size",
+        "32",
+        "--half-sets",
+        "--quiet",
+        "--reference-map",
+        str(dataset / "ground_truth.mrc"),
+    ]
+    assert cli(args) == 0
+    for name in (
+        "map.mrc",
+        "half_map_a.mrc",
+        "half_map_b.mrc",
+        "particles.star",
+        "fsc.png",
+        "fsc.csv",
+        "summary.json",
+        "pose_error.png",
+        "half_a/checkpoint.pt",
+        "half_b/log.jsonl",
+        "half_a/model_volume.mrc",
+    ):
+        assert (out / name).exists(), name
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["gold_standard"] is True and summary["half_map_resolution_a_0.143"] >= 14.0
+    assert "resolution_vs_reference_a_0.5" in summary
+    records = [json.loads(x) for x in (out / "half_b" / "log.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    assert "pose_error" in records[0] and "model_fsc_vs_reference_a_0.5" in records[0]
+    estimated = read_star(out / "particles.star")
+    assert len(estimated) == N and estimated.has_poses
+    # A finished run is not redone silently, and a user's folder is never used.
+    assert cli(args) == 2
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    assert cli([*args[:3], str(mine), *args[4:]]) == 2
+    assert (mine / "notes.txt").read_text() == "precious"
