@@ -15,11 +15,10 @@ from pathlib import Path
 import mrcfile
 import torch
 
-from cryohydra.cli.backproject import half_map_fsc
 from cryohydra.data import default_structure
 from cryohydra.io.mrc import write_map
 from cryohydra.io.star import read_star
-from cryohydra.metrics.fsc import fsc, plot_fsc, soft_spherical_mask
+from cryohydra.metrics.fsc import fsc, masked_fsc, plot_fsc, soft_spherical_mask
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
 from cryohydra.simulate import SimulationConfig, simulate
 
@@ -65,7 +64,7 @@ def run_demo(outdir: Path, n_particles: int, snr: float, device: str) -> dict:
     write_map(recon / "half_map_b.mrc", result.half_b.cpu().numpy(), pixel, force=True)
     truth = torch.from_numpy(mrcfile.read(outdir / "dataset" / "ground_truth.mrc").copy())
     mask = soft_spherical_mask(64, radius_px=0.4 * 64, edge_px=3)
-    gold = half_map_fsc(result.half_a.cpu(), result.half_b.cpu(), pixel)
+    gold = masked_fsc(result.half_a.cpu(), result.half_b.cpu(), pixel)
     versus_truth = fsc(result.full.cpu(), truth, mask, pixel_size_a=pixel)
     plot_fsc(
         {"half-maps": gold, "map vs ground truth": versus_truth},

@@ -18,7 +18,7 @@ from pathlib import Path
 from cryohydra.io.errors import check_writable
 from cryohydra.io.mrc import write_map
 from cryohydra.io.read import read_particles
-from cryohydra.metrics.fsc import fsc, plot_fsc, soft_spherical_mask
+from cryohydra.metrics.fsc import masked_fsc, plot_fsc
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
 
 
@@ -35,13 +35,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def half_map_fsc(half_a, half_b, pixel_size_a: float):
-    """Gold-standard FSC of two half-maps after a soft spherical mask (radius 0.4 L)."""
-    box = half_a.shape[-1]
-    mask = soft_spherical_mask(box, radius_px=0.4 * box, edge_px=0.05 * box)
-    return fsc(half_a, half_b, mask, pixel_size_a=pixel_size_a)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -65,7 +58,7 @@ def run(args: argparse.Namespace) -> int:
     if args.half_maps:
         write_map(paths["half_map_a.mrc"], result.half_a.cpu().numpy(), pixel, force=args.force)
         write_map(paths["half_map_b.mrc"], result.half_b.cpu().numpy(), pixel, force=args.force)
-        curve = half_map_fsc(result.half_a.cpu(), result.half_b.cpu(), pixel)
+        curve = masked_fsc(result.half_a.cpu(), result.half_b.cpu(), pixel)
         curve.to_csv(paths["fsc.csv"])
         plot_fsc({"half-maps (masked)": curve}, paths["fsc.png"], title="Gold-standard FSC")
         summary = curve.to_dict()

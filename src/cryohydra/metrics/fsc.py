@@ -25,6 +25,7 @@ __all__ = [
     "FSCCurve",
     "ResolutionEstimate",
     "fsc",
+    "masked_fsc",
     "plot_fsc",
     "radial_shell_index",
     "soft_spherical_mask",
@@ -180,6 +181,14 @@ def fsc(
     values = torch.where(power > 0, cross / power.clamp_min(1e-300).sqrt(), torch.zeros(()))
     frequencies = np.arange(n_shells) / (box * pixel_size_a)
     return FSCCurve(frequencies, values.numpy(), float(pixel_size_a))
+
+
+def masked_fsc(a: ArrayLike, b: ArrayLike, pixel_size_a: float) -> FSCCurve:
+    """FSC of two ``(L, L, L)`` maps after the standard soft spherical mask (radius ``0.4 L``,
+    edge ``0.05 L``), as used for half-maps and for a map against a reference."""
+    box = torch.as_tensor(a).shape[-1]
+    mask = soft_spherical_mask(box, radius_px=0.4 * box, edge_px=0.05 * box)
+    return fsc(a, b, mask, pixel_size_a=pixel_size_a)
 
 
 def plot_fsc(

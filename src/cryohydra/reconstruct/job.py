@@ -38,7 +38,7 @@ from cryohydra.io.errors import InputFileError
 from cryohydra.io.mrc import read_map, write_map
 from cryohydra.io.particles import ParticleSet, random_half_split
 from cryohydra.io.star import write_star
-from cryohydra.metrics.fsc import fsc, plot_fsc, soft_spherical_mask
+from cryohydra.metrics.fsc import masked_fsc, plot_fsc
 from cryohydra.metrics.map_alignment import align_maps
 from cryohydra.metrics.pose_error import plot_pose_error_histogram, pose_errors
 from cryohydra.physics.fourier import fourier_crop
@@ -75,10 +75,6 @@ class JobOptions:
     reference_map: Path | None = None
     symmetry: str = "C1"
     progress: bool = True
-
-
-def _mask(box: int) -> torch.Tensor:
-    return soft_spherical_mask(box, radius_px=0.4 * box, edge_px=0.05 * box)
 
 
 def _atomic_save(state: dict, path: Path) -> None:
@@ -136,7 +132,7 @@ class _Reference:
     def fsc_of(self, volume: torch.Tensor, pixel_size_a: float) -> dict:
         reference = self.at(volume.shape[-1], pixel_size_a)
         aligned = align_maps(volume, reference, pixel_size_a).aligned_map
-        curve = fsc(aligned, reference, _mask(volume.shape[-1]), pixel_size_a=pixel_size_a)
+        curve = masked_fsc(aligned, reference, pixel_size_a)
         return {"fsc_vs_reference_a_0.5": curve.resolution_a(0.5), "curve": curve}
 
 
@@ -264,9 +260,7 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
         ("half_map_b.mrc", result.half_b),
     ):
         write_map(outdir / name, volume.cpu().numpy(), pixel, force=True)
-    curve = fsc(
-        result.half_a.cpu(), result.half_b.cpu(), _mask(result.full.shape[-1]), pixel_size_a=pixel
-    )
+    curve = masked_fsc(result.half_a.cpu(), result.half_b.cpu(), pixel)
     curve.to_csv(outdir / "fsc.csv")
     curves = {"half-maps (masked)": curve}
     summary: dict = {

@@ -246,14 +246,12 @@ class AbInitio:
     def switch(self, epoch: int) -> None:
         """Initialise the pose table from the best heads and drop the encoder."""
         self.encoder_pass()
-        n = len(self.table)
         self.table = PoseTable.create(
             self.table.rotations,
             self.table.shifts_a,
             self.config.pose_lr_rad,
             self.config.pose_lr_shift_a,
         )
-        assert len(self.table) == n
         self.encoder = None
         self.encoder_optimizer = None
         for group in self.volume_optimizer.param_groups:
