@@ -6,8 +6,10 @@ centred and shifted; see ``datasets.py``) and each requested setting (``--modes`
 ``benchmarks/work/reconstruct/<dataset>/<setting>/`` and records: median and mean rotation
 error and shift error (after global alignment), the FSC-vs-truth resolution at 0.5 of the final
 map next to the known-pose map's (``results/backproject.json``), the epoch of the switch and
-the wall time. Every run checkpoints each epoch: an interrupted benchmark started again with
-the same arguments resumes where it stopped, and finished runs are skipped.
+the wall time. HSP90 is a homodimer: its rotation errors are taken modulo its two-fold (a
+particle seen from either symmetry mate gives the same image), 6UO9's without symmetry.
+Every run checkpoints each epoch: an interrupted benchmark started again with the same
+arguments resumes where it stopped, and finished runs are skipped.
 
 Results go to ``benchmarks/results/reconstruct.json`` (one entry per dataset and setting,
 updated as each finishes) and the pose error against epoch of every run to
@@ -66,6 +68,7 @@ def run_one(dataset, mode: str, switch: str, args) -> dict:
         device=args.device,
         resume=(folder / RUN_FILE).exists(),
         reference_map=dataset.ground_truth,
+        symmetry=dataset.symmetry,
         progress=not args.quiet,
     )
     start = time.perf_counter()
@@ -80,6 +83,7 @@ def run_one(dataset, mode: str, switch: str, args) -> dict:
         "switch": switch,
         "switch_epoch": summary["training"][0]["switch_epoch"],
         "epochs": args.epochs,
+        "symmetry": errors["symmetry"],
         "median_rotation_error_deg": errors["median_rotation_error_deg"],
         "mean_rotation_error_deg": errors["mean_rotation_error_deg"],
         "median_shift_error_a": errors["median_shift_error_a"],

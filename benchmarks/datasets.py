@@ -13,6 +13,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+import gemmi
+import numpy as np
+
 from cryohydra.data import default_structure
 from cryohydra.simulate import SimulationConfig, simulate
 
@@ -25,10 +28,46 @@ MODELS = {
 }
 
 
+def homodimer_two_fold(model_path: Path, chains: tuple[str, str] = ("A", "B")) -> np.ndarray:
+    """The symmetry rotations ``{I, g}`` ``(2, 3, 3)`` of a homodimer in the simulated map's
+    frame: ``g`` superposes one chain's CA atoms on the other's (``gemmi``), made an exact
+    two-fold about its axis. The simulator only translates the atoms (centre of mass to the
+    box centre), which the axis passes through, so ``V(g x) = V(x)`` in the map's frame."""
+    model = gemmi.read_structure(str(model_path))[0]
+
+    def ca(name: str) -> dict[int, gemmi.Position]:
+        return {r.seqid.num: r["CA"][0].pos for r in model[name] if r.find_atom("CA", "*")}
+
+    first, second = ca(chains[0]), ca(chains[1])
+    common = sorted(set(first) & set(second))
+    fit = gemmi.superpose_positions([first[i] for i in common], [second[i] for i in common])
+    rotation = np.array(fit.transform.mat.tolist())
+    axis = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], 0.0])
+    axis[2] = rotation[1, 0] - rotation[0, 1]
+    if np.linalg.norm(axis) < 1e-3:  # near 180 degrees: the axis from R + I
+        column = np.argmax(np.linalg.norm(rotation + np.eye(3), axis=0))
+        axis = (rotation + np.eye(3))[:, column]
+    axis /= np.linalg.norm(axis)
+    two_fold = 2 * np.outer(axis, axis) - np.eye(3)
+    return np.stack([np.eye(3), two_fold])
+
+
+SYMMETRY = {"hsp90": lambda: homodimer_two_fold(MODELS["hsp90"][0]), "6uo9": lambda: "C1"}
+
+
 @dataclass(frozen=True)
 class Dataset:
     name: str
     folder: Path
+
+    @property
+    def model(self) -> str:
+        return self.name.split("_")[0]
+
+    @property
+    def symmetry(self) -> np.ndarray | str:
+        """For pose errors: HSP90 is a two-fold homodimer, 6UO9 a heterodimer."""
+        return SYMMETRY[self.model]()
 
     @property
     def star(self) -> Path:

@@ -126,6 +126,22 @@ def test_symmetry_mates_score_zero_modulo_the_group(poses, symbol, mirror):
     assert pose_errors(estimated, true).median_rotation_error_deg > 10
 
 
+def test_symmetry_given_as_operators_about_any_axis(poses):
+    """A homodimer's two-fold need not lie along z: its operators in the map frame work."""
+    true, q = poses
+    axis = torch.tensor([0.3, -0.8, 0.52], dtype=torch.float64)
+    two_fold = exp_map((axis / axis.norm() * math.pi)[None])[0]
+    group = torch.stack([torch.eye(3, dtype=torch.float64), two_fold])
+    mates = group[torch.randint(2, (N,), generator=_generator(5))]
+    estimated = J @ true @ mates @ J @ q.T
+    errors = pose_errors(estimated, true, symmetry=group.numpy())
+    assert errors.mirrored and errors.symmetry == "2 operators"
+    assert errors.rotation_error_deg.max() < 1e-6
+    assert pose_errors(estimated, true).mean_rotation_error_deg > 45  # about half at 180
+    with pytest.raises(ValueError, match="identity"):
+        pose_errors(estimated, true, symmetry=group[1:])
+
+
 def test_symmetric_alignment_with_noise(poses):
     true, q = poses
     g = _generator(4)

@@ -95,6 +95,21 @@ def test_automatic_switch_follows_its_criterion(dataset):
     assert never.switch_epoch == 2  # the latest switch: half the epochs
 
 
+def test_resolution_marches_after_the_switch_and_encoder_sees_a_cropped_box(dataset):
+    particles = read_star(dataset / "particles.star")  # 32 px at 7 Å: Nyquist 14 Å
+    config = _small(epochs=6, switch=2, start_resolution_a=28.0, march_epochs=2, encoder_box=16)
+    run = AbInitio(particles, config)
+    assert run.encoder_box == 16  # the heads' input size follows it: a mismatch would fail
+    records = [run.run_epoch(_NoBar()) for _ in range(4)]
+    limits = [r["loss_resolution_a"] for r in records]
+    # 1/28 -> 1/14 linearly in frequency over two epochs after the switch at epoch 2.
+    assert limits == pytest.approx([28.0, 28.0, 1 / ((1 / 28 + 1 / 14) / 2), 14.0])
+    assert run.data.grid_at(28.0).n_points < run.data.grid_at(None).n_points
+    amortized = AbInitio(particles, _small(epochs=6, mode="amortized", march_epochs=0))
+    schedule = [amortized.loss_resolution_a(e) for e in range(1, 7)]
+    assert schedule == [15.0] * 3 + [14.0] * 3  # default start 15 Å; no switch: from epoch 3
+
+
 class _NoBar:
     def update(self, n):
         pass

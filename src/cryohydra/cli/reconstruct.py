@@ -101,6 +101,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="ANGSTROM",
         help="highest resolution used in the loss (default Nyquist)",
     )
+    parser.add_argument(
+        "--start-resolution",
+        type=float,
+        default=_DEFAULTS.start_resolution_a,
+        metavar="ANGSTROM",
+        help="resolution limit of the loss while poses are global (before the switch)",
+    )
+    parser.add_argument(
+        "--march-epochs",
+        type=int,
+        default=_DEFAULTS.march_epochs,
+        help="epochs after the switch over which the limit rises to --max-resolution",
+    )
+    parser.add_argument(
+        "--encoder-box",
+        type=int,
+        default=_DEFAULTS.encoder_box,
+        metavar="PX",
+        help="the encoder sees images Fourier-cropped to this box (0: the working box)",
+    )
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     parser.add_argument(
         "--reference-map", default=None, help="a known map: log the FSC against it (benchmarks)"
@@ -132,6 +152,9 @@ def config_from_args(args: argparse.Namespace) -> ReconstructConfig:
         predict_shifts=not args.no_shifts,
         working_box=args.downsample,
         max_resolution_a=args.max_resolution,
+        start_resolution_a=args.start_resolution,
+        march_epochs=args.march_epochs,
+        encoder_box=args.encoder_box or None,
         invert_contrast=args.invert_contrast,
         seed=args.seed,
     )

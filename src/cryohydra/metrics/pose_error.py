@@ -54,6 +54,7 @@ __all__ = [
     "plot_pose_error_histogram",
     "point_group",
     "pose_errors",
+    "symmetry_group",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -89,6 +90,28 @@ def point_group(symbol: str) -> torch.Tensor:
         return cyclic
     flip_x = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
     return torch.cat([cyclic, flip_x @ cyclic])
+
+
+Symmetry = str | np.ndarray | torch.Tensor
+
+
+def symmetry_group(symmetry: Symmetry) -> tuple[torch.Tensor, str]:
+    """The rotations ``(G, 3, 3)`` float64 of ``symmetry`` and a name for it.
+
+    ``symmetry`` is a point-group symbol (:func:`point_group`, axes in RELION's orientation)
+    or the group's rotations ``(G, 3, 3)`` in the map's own frame (``V(g x) = V(x)``), e.g.
+    the two-fold of a homodimer whose axis lies anywhere; the identity must be among them.
+    """
+    if isinstance(symmetry, str):
+        return point_group(symmetry), symmetry
+    group = _as_rotations(symmetry)
+    eye = torch.eye(3, dtype=torch.float64)
+    if not bool(((group - eye).abs().amax(dim=(-1, -2)) < 1e-6).any()):
+        raise ValueError("the symmetry rotations must include the identity")
+    orthogonal = group @ group.transpose(-1, -2)
+    if bool((orthogonal - eye).abs().amax() > 1e-5) or bool((torch.det(group) < 0).any()):
+        raise ValueError("the symmetry operators must be rotations")
+    return group, f"{len(group)} operators"
 
 
 def _mate_traces(estimated: torch.Tensor, targets: torch.Tensor, group: torch.Tensor):
@@ -171,7 +194,7 @@ def _align(
 
 
 def align_rotations(
-    estimated: ArrayLike, true: ArrayLike, symmetry: str = "C1"
+    estimated: ArrayLike, true: ArrayLike, symmetry: Symmetry = "C1"
 ) -> tuple[torch.Tensor, bool]:
     """Global rotation ``Q`` ``(3, 3)`` and hand aligning ``estimated`` to ``true`` ``(N, 3, 3)``.
 
@@ -183,7 +206,7 @@ def align_rotations(
     est, tru = _as_rotations(estimated), _as_rotations(true)
     if est.shape != tru.shape:
         raise ValueError(f"shapes differ: {tuple(est.shape)} vs {tuple(tru.shape)}")
-    return _align(est, tru, point_group(symmetry))
+    return _align(est, tru, symmetry_group(symmetry)[0])
 
 
 def _summary(values: np.ndarray | None) -> tuple[float | None, float | None]:
@@ -300,7 +323,7 @@ def pose_errors(
     true_rot: ArrayLike,
     estimated_shifts_a: ArrayLike | None = None,
     true_shifts_a: ArrayLike | None = None,
-    symmetry: str = "C1",
+    symmetry: Symmetry = "C1",
     fit_global_offset: bool = False,
 ) -> PoseErrors:
     """Score estimated poses against true ones.
@@ -308,12 +331,13 @@ def pose_errors(
     Args:
         estimated_rot, true_rot: ``(N, 3, 3)`` rotations (molecule -> microscope).
         estimated_shifts_a, true_shifts_a: ``(N, 2)`` RELION 3.1 shifts ``(x, y)`` in Å.
-        symmetry: point group of the molecule, ``"C<n>"`` or ``"D<n>"``.
+        symmetry: point group of the molecule, ``"C<n>"`` or ``"D<n>"``, or its rotations
+            ``(G, 3, 3)`` in the frame of the true poses (:func:`symmetry_group`).
         fit_global_offset: first fit a global translation of the estimated map (see the
             module docstring); off by default, giving the plain ``|t_est - t_true|``.
     """
     est, tru = _as_rotations(estimated_rot), _as_rotations(true_rot)
-    group = point_group(symmetry)
+    group, symmetry_name = symmetry_group(symmetry)
     q, mirrored = _align(est, tru, group)
     targets, hand_group = _hand(tru, group, mirrored)
     aligned = est @ q
@@ -331,7 +355,7 @@ def pose_errors(
         shift_error_a=shift_error,
         alignment=q.numpy(),
         mirrored=mirrored,
-        symmetry=symmetry.strip().upper(),
+        symmetry=symmetry_name.strip().upper() if isinstance(symmetry, str) else symmetry_name,
         global_offset_a=offset,
     )
 

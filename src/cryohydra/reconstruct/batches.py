@@ -31,13 +31,16 @@ class Batch:
     """One batch on the working device.
 
     ``rows``: ``(B,)`` int64 particle indices; ``images``: ``(B, L, L)`` real; ``spectra``:
-    ``(B, P)`` complex transforms at the grid's points; ``ctf``: ``(B, P)`` or None.
+    ``(B, P)`` complex transforms at the points of ``grid`` (frequencies ``frequencies_a``,
+    ``(P, 2)`` 1/Å); ``ctf``: ``(B, P)`` or None.
     """
 
     rows: torch.Tensor
     images: torch.Tensor
     spectra: torch.Tensor
     ctf: torch.Tensor | None
+    grid: SliceGrid
+    frequencies_a: torch.Tensor
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -53,7 +56,8 @@ class ParticleBatches:
     Args:
         particles: the set (one pixel size; CTF optional but expected for real data).
         working_box: side of the images used for training (default: as stored).
-        max_resolution_a: highest resolution compared (the grid's radius); default Nyquist.
+        max_resolution_a: highest resolution compared (the full grid's radius); default
+            Nyquist. Coarser grids for a stage of the run come from :meth:`grid_at`.
         invert_contrast: the stack has dark particles on a bright background.
         device: where batches are put.
     """
@@ -82,10 +86,8 @@ class ParticleBatches:
                 f"{self.box_size} px of {particles.source}"
             )
         self.pixel_size_a = float(particles.pixel_size_a[0]) * self.box_size / self.working_box
-        radius = None
-        if max_resolution_a is not None:
-            radius = self.working_box * self.pixel_size_a / max_resolution_a
-        self.grid = SliceGrid.create(self.working_box, radius, device=self.device)
+        self._grids: dict[float, SliceGrid] = {}
+        self.grid = self.grid_at(max_resolution_a)
         self.frequencies_a = self.grid.frequencies_a(self.pixel_size_a)
         self.sign = -1.0 if invert_contrast else 1.0
         self.scale = 1.0
@@ -109,12 +111,30 @@ class ParticleBatches:
             images = fourier_crop_2d(images, self.working_box)
         return images * (self.sign * self.scale)
 
-    def load(self, rows: np.ndarray) -> Batch:
+    @property
+    def nyquist_a(self) -> float:
+        return 2 * self.pixel_size_a
+
+    def grid_at(self, resolution_a: float | None) -> SliceGrid:
+        """The frequencies up to ``resolution_a`` (Å; None: Nyquist) of the working box."""
+        limit = self.working_box // 2 - 1
+        radius = float(limit)
+        if resolution_a is not None:
+            radius = min(radius, self.working_box * self.pixel_size_a / resolution_a)
+        key = round(radius, 6)
+        if key not in self._grids:
+            self._grids[key] = SliceGrid.create(self.working_box, radius, device=self.device)
+        return self._grids[key]
+
+    def load(self, rows: np.ndarray, grid: SliceGrid | None = None) -> Batch:
+        """The particles ``rows`` with their transforms on ``grid`` (default: the full one)."""
+        grid = self.grid if grid is None else grid
+        frequencies_a = grid.frequencies_a(self.pixel_size_a)
         images = self._images(rows)
-        spectra = image_to_slice(fft2_centered(images), self.grid)
+        spectra = image_to_slice(fft2_centered(images), grid)
         ctf = None
         if self.particles.ctf is not None:
             ctf = CTFBatch.from_params(self.particles.ctf, rows, self.device)
-            ctf = ctf.evaluate(self.frequencies_a)
+            ctf = ctf.evaluate(frequencies_a)
         rows_t = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
-        return Batch(rows_t, images, spectra, ctf)
+        return Batch(rows_t, images, spectra, ctf, grid, frequencies_a)

@@ -42,6 +42,15 @@ class ReconstructConfig:
             one epoch to the next, at most this fraction of images change winning head and the
             median change of the best pose is at most this angle.
         working_box: image side used for training (``--downsample``); default as stored.
+        encoder_box: the encoder sees the images Fourier-cropped to this side (px; None: the
+            working box). The encoder only has to find coarse poses; a small input makes the
+            amortized stage several times cheaper.
+        start_resolution_a: highest resolution (Å) compared in the loss while poses are
+            global (the amortized stage); None: ``max_resolution_a``.
+        march_epochs: after the switch the loss's resolution limit rises linearly in
+            frequency from ``start_resolution_a`` to ``max_resolution_a`` over this many
+            epochs (frequency marching). Runs without a switch (``amortized``, ``cryoai``)
+            march from ``latest_switch`` on, so all modes share one resolution schedule.
         max_resolution_a: highest resolution compared in the loss; default Nyquist.
         invert_contrast: the stack has dark particles.
         seed: seeds the initial volume, the encoder and the batch order.
@@ -53,7 +62,7 @@ class ReconstructConfig:
     n_heads: int = 7
     batch_size: int = 64
     backbone: str = "light"
-    encoder_lr: float = 1e-4
+    encoder_lr: float = 1e-3
     volume_lr: float = 0.05
     volume_lr_after_switch: float = 0.02
     pose_lr_rad: float = 0.05
@@ -66,6 +75,9 @@ class ReconstructConfig:
     switch_head_change: float = 0.2
     switch_pose_change_deg: float = 5.0
     working_box: int | None = None
+    encoder_box: int | None = 32
+    start_resolution_a: float | None = 15.0
+    march_epochs: int = 3
     max_resolution_a: float | None = None
     invert_contrast: bool = False
     seed: int = 0
@@ -77,6 +89,14 @@ class ReconstructConfig:
             raise ValueError(f"switch must be 'auto' or an epoch number, got {self.switch!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.n_heads < 1 or self.pose_steps < 1:
             raise ValueError("epochs, batch size, heads and pose steps must be positive")
+        if self.march_epochs < 0:
+            raise ValueError(f"march_epochs must be >= 0, got {self.march_epochs}")
+        if self.encoder_box is not None and (self.encoder_box < 8 or self.encoder_box % 2):
+            raise ValueError(f"encoder box must be even and >= 8, got {self.encoder_box}")
+        for name in ("start_resolution_a", "max_resolution_a"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value}")
 
     @property
     def heads(self) -> int:

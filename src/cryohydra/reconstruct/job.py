@@ -40,7 +40,7 @@ from cryohydra.io.particles import ParticleSet, random_half_split
 from cryohydra.io.star import write_star
 from cryohydra.metrics.fsc import masked_fsc, plot_fsc
 from cryohydra.metrics.map_alignment import align_maps
-from cryohydra.metrics.pose_error import plot_pose_error_histogram, pose_errors
+from cryohydra.metrics.pose_error import Symmetry, plot_pose_error_histogram, pose_errors
 from cryohydra.physics.fourier import fourier_crop
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
 from cryohydra.reconstruct.config import ReconstructConfig
@@ -73,7 +73,7 @@ class JobOptions:
     resume: bool = False
     force: bool = False
     reference_map: Path | None = None
-    symmetry: str = "C1"
+    symmetry: Symmetry = "C1"  # a point-group symbol or rotations (G, 3, 3), for pose errors
     progress: bool = True
 
 
@@ -136,7 +136,7 @@ class _Reference:
         return {"fsc_vs_reference_a_0.5": curve.resolution_a(0.5), "curve": curve}
 
 
-def _evaluator(particles: ParticleSet, reference: _Reference | None, symmetry: str):
+def _evaluator(particles: ParticleSet, reference: _Reference | None, symmetry: Symmetry):
     """Per-epoch metrics against the truth when the input carries it."""
     if not particles.has_poses and reference is None:
         return None

@@ -13,6 +13,11 @@ Stage 2, *auto-decoding*: for each batch, ``pose_steps`` Adam steps on each part
 (:class:`~cryohydra.reconstruct.pose_table.PoseTable`, volume held fixed), then one step on the
 volume with the poses held fixed.
 
+Frequency marching (beyond the paper): while poses are global the loss compares frequencies
+only up to ``start_resolution_a`` and the encoder sees images cropped to ``encoder_box``;
+after the switch the limit rises to ``max_resolution_a`` over ``march_epochs`` epochs
+(:meth:`AbInitio.loss_resolution_a`).
+
 Everything the loop needs to continue (volume, encoder, optimisers, the pose table, the switch
 state, the epoch) is in :meth:`AbInitio.state_dict`, written after every epoch; the batch order
 of an epoch depends only on ``(seed, epoch)``, so a resumed run repeats an uninterrupted one.
@@ -29,6 +34,7 @@ from tqdm import tqdm
 
 from cryohydra.geometry.rotations import geodesic_distance
 from cryohydra.io.particles import ParticleSet
+from cryohydra.physics.fourier import fourier_crop_2d
 from cryohydra.reconstruct.batches import Batch, ParticleBatches, epoch_batches
 from cryohydra.reconstruct.config import ReconstructConfig
 from cryohydra.reconstruct.encoder import PoseEncoder
@@ -77,6 +83,7 @@ class AbInitio:
             device=self.device,
         )
         box = self.data.working_box
+        self.encoder_box = min(config.encoder_box or box, box)
         n = len(particles)
         generator = torch.Generator().manual_seed(config.seed)
         sample = self.data.load(np.arange(min(n, _INIT_SAMPLE)))
@@ -86,8 +93,8 @@ class AbInitio:
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.encoder: PoseEncoder | None = PoseEncoder(
-                box,
-                self.data.pixel_size_a,
+                self.encoder_box,
+                self.data.pixel_size_a * box / self.encoder_box,
                 config.heads,
                 backbone=config.backbone,
                 max_shift_a=config.max_shift_a,
@@ -109,9 +116,28 @@ class AbInitio:
     # Candidates and passes
     # ------------------------------------------------------------------------------------
 
+    def loss_resolution_a(self, epoch: int) -> float:
+        """Resolution limit (Å) of the loss during ``epoch`` (1-based): ``start_resolution_a``
+        until the switch (for modes without one, until ``latest_switch``), then rising
+        linearly in frequency to ``max_resolution_a`` over ``march_epochs`` epochs."""
+        config = self.config
+        final = max(config.max_resolution_a or 0.0, self.data.nyquist_a)
+        start = max(config.start_resolution_a or final, final)
+        refine_from = config.latest_switch if config.amortized_only else self.switch_epoch
+        if refine_from is None or epoch <= refine_from:
+            return start
+        done = 1.0 if config.march_epochs == 0 else (epoch - refine_from) / config.march_epochs
+        frequency = 1 / start + min(1.0, done) * (1 / final - 1 / start)
+        return 1 / frequency
+
+    def _grid(self, epoch: int):
+        return self.data.grid_at(self.loss_resolution_a(epoch))
+
     def _candidates(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Candidate poses ``(B, C, 3, 3)`` and shifts ``(B, C, 2)`` (or None) of a batch."""
         assert self.encoder is not None
+        if self.encoder_box < images.shape[-1]:
+            images = fourier_crop_2d(images, self.encoder_box)
         if self.config.mode == "cryoai":
             both = torch.cat([images, rotated_half_turn(images)])
             rotations, shifts = self.encoder(both)
@@ -132,8 +158,8 @@ class AbInitio:
             batch.ctf,
             rotations,
             shifts,
-            self.data.grid,
-            self.data.frequencies_a,
+            batch.grid,
+            batch.frequencies_a,
             hartley,
         )
 
@@ -152,8 +178,9 @@ class AbInitio:
         assert self.encoder is not None and self.encoder_optimizer is not None
         self.encoder.train()
         total, count = 0.0, 0
+        grid = self._grid(epoch)
         for rows in self._batches(epoch):
-            batch = self.data.load(rows)
+            batch = self.data.load(rows, grid)
             rotations, shifts = self._candidates(batch.images)
             loss, winner = winner_takes_all(self._errors(batch, rotations, shifts))
             self.encoder_optimizer.zero_grad(set_to_none=True)
@@ -168,15 +195,18 @@ class AbInitio:
         return total / count
 
     @torch.no_grad()
-    def encoder_pass(self) -> float:
-        """Set every particle's pose from its best candidate (encoder in evaluation mode)."""
+    def encoder_pass(self, epoch: int) -> float:
+        """Set every particle's pose from its best candidate (encoder in evaluation mode),
+        compared at the resolution of ``epoch``."""
         assert self.encoder is not None
         self.encoder.eval()
         hartley = self.volume.hartley()
+        grid = self._grid(epoch)
         total = 0.0
         n = len(self.data)
         for start in range(0, n, self.config.batch_size):
-            batch = self.data.load(np.arange(start, min(n, start + self.config.batch_size)))
+            rows = np.arange(start, min(n, start + self.config.batch_size))
+            batch = self.data.load(rows, grid)
             rotations, shifts = self._candidates(batch.images)
             loss, winner = winner_takes_all(self._errors(batch, rotations, shifts, hartley))
             self._record(batch.rows, rotations, shifts, winner)
@@ -199,8 +229,9 @@ class AbInitio:
         total, count = 0.0, 0
         shifts_on = self.config.predict_shifts
         hartley = self.volume.hartley().detach()
+        grid = self._grid(epoch)
         for rows in self._batches(epoch):
-            batch = self.data.load(rows)
+            batch = self.data.load(rows, grid)
             self._pose_steps(batch, hartley)
             rotations = self.table.rotations[batch.rows][:, None]
             shifts = self.table.shifts_a[batch.rows][:, None] if shifts_on else None
@@ -245,7 +276,7 @@ class AbInitio:
 
     def switch(self, epoch: int) -> None:
         """Initialise the pose table from the best heads and drop the encoder."""
-        self.encoder_pass()
+        self.encoder_pass(epoch)
         self.table = PoseTable.create(
             self.table.rotations,
             self.table.shifts_a,
@@ -269,6 +300,7 @@ class AbInitio:
         stage = self.stage
         bar.set_description(f"epoch {epoch}/{self.config.epochs} {stage}")
         start = time.perf_counter()
+        resolution_a = self.loss_resolution_a(epoch)
         if stage == AMORTIZED:
             loss = self._amortized_epoch(epoch, bar)
             head_change, pose_change = self._changes()
@@ -280,13 +312,14 @@ class AbInitio:
         if switched:
             self.switch(epoch)
         if epoch == self.config.epochs and self.stage == AMORTIZED:
-            self.encoder_pass()  # final poses from the trained encoder
+            self.encoder_pass(epoch)  # final poses from the trained encoder
         seconds = time.perf_counter() - start
         self.epoch = epoch
         record = {
             "epoch": epoch,
             "stage": stage,
             "loss": loss,
+            "loss_resolution_a": resolution_a,
             "seconds": seconds,
             "images_per_s": len(self.data) / seconds,
             "head_change": head_change,
