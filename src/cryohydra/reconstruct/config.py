@@ -5,7 +5,7 @@ the starting points: M = 7 heads on synthetic data (15 on real data), batch 64 (
 encoder learning rate 1e-4, volume learning rate 0.05 (0.02 after the switch), 5 pose steps
 then 1 volume step per batch after the switch with a pose Adam learning rate of 0.05, 20 or
 30 epochs, a VGG16-style encoder. Where cryohydra's defaults differ, the reason (a benchmark
-measurement) is given next to the field and in ``benchmarks/results/reconstruct.md``.
+measurement) is given next to the field and in ``docs/reconstruct.md``.
 """
 
 from __future__ import annotations

@@ -47,7 +47,7 @@ from cryohydra.reconstruct.config import ReconstructConfig
 from cryohydra.reconstruct.frames import poses_into_reference_frame
 from cryohydra.reconstruct.train import AbInitio
 
-__all__ = ["RUN_FILE", "JobOptions", "run_job"]
+__all__ = ["RUN_FILE", "JobOptions", "reference_fsc", "run_job"]
 
 log = logging.getLogger(__name__)
 RUN_FILE = "cryohydra-run.json"
@@ -134,6 +134,11 @@ class _Reference:
         aligned = align_maps(volume, reference, pixel_size_a).aligned_map
         curve = masked_fsc(aligned, reference, pixel_size_a)
         return {"fsc_vs_reference_a_0.5": curve.resolution_a(0.5), "curve": curve}
+
+
+def reference_fsc(volume: torch.Tensor, reference_map: Path, pixel_size_a: float) -> float:
+    """Resolution (Å) at FSC 0.5 of ``volume`` against a known map, after aligning them."""
+    return _Reference(reference_map).fsc_of(volume, pixel_size_a)["fsc_vs_reference_a_0.5"]
 
 
 def _evaluator(particles: ParticleSet, reference: _Reference | None, symmetry: Symmetry):
