@@ -13,6 +13,7 @@ from cryohydra.metrics import (
     flip_handedness,
     fsc,
     rotate_map,
+    self_alignment,
     shift_map,
     so3_grid,
 )
@@ -108,3 +109,52 @@ def test_align_maps_recovers_a_rotated_shifted_map(default_model, reference, rot
     assert q_mirrored is mirror
     relation = hand @ alignment.rotation.T @ hand
     assert math.degrees(float(geodesic_distance(q, relation))) < 1.0
+
+
+def test_self_alignment_finds_an_off_centre_two_fold_and_its_mate_poses(default_model):
+    """A dimer of the model about a two-fold whose axis misses the box centre: the
+    self-alignment finds the two-fold, and the mate poses give the same images."""
+    from cryohydra.physics.image_formation import FourierVolume, clean_image_spectra
+    from cryohydra.physics.projector import SliceGrid
+    from cryohydra.reconstruct.frames import poses_into_reference_frame
+
+    axis = np.array([0.48, 0.6, -0.64])
+    axis /= np.linalg.norm(axis)
+    two_fold = 2 * np.outer(axis, axis) - np.eye(3)
+    centred = (model := default_model).coords_a - model.center_of_mass_a
+    half = centred * 0.45 + np.cross(axis, [1.0, 0.0, 0.0]) * 12.0  # off the axis
+    offset = np.array([6.0, -4.0, 3.0])  # the axis passes through this point, not the centre
+    atoms = np.concatenate([half, half @ two_fold.T]) + offset
+    dimer = dataclasses.replace(
+        model,
+        coords_a=model.center_of_mass_a + atoms,
+        coef_a=np.concatenate([model.coef_a] * 2),
+        coef_b=np.concatenate([model.coef_b] * 2),
+    )
+    volume = density_map(dimer, BOX, PIXEL_A, bfactor_a2=BFACTOR)
+    found = self_alignment(volume, PIXEL_A)
+    assert found.correlation > 0.95
+    angle = math.degrees(float(geodesic_distance(found.rotation, torch.from_numpy(two_fold))))
+    assert angle < 3.0
+
+    poses = random_rotations(8, torch.Generator().manual_seed(1)).numpy()
+    shifts = np.random.default_rng(0).normal(0, 3.0, (8, 2))
+    mate_rot, mate_shift = poses_into_reference_frame(poses, shifts, found)
+    fourier = FourierVolume.from_map(volume)
+    grid = SliceGrid.create(BOX, BOX / 4)  # 18 Å: past the interpolation error of the search
+
+    def spectra(rotations, shifts_a):
+        return clean_image_spectra(
+            fourier,
+            torch.from_numpy(rotations).float(),
+            torch.from_numpy(shifts_a).float(),
+            None,
+            grid,
+            PIXEL_A,
+        )
+
+    a, b = spectra(poses, shifts), spectra(mate_rot, mate_shift)
+    similarity = (a.conj() * b).real.sum(-1) / (
+        a.abs().pow(2).sum(-1) * b.abs().pow(2).sum(-1)
+    ).sqrt()
+    assert float(similarity.min()) > 0.97

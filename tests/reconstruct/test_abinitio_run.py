@@ -110,6 +110,27 @@ def test_resolution_marches_after_the_switch_and_encoder_sees_a_cropped_box(data
     assert schedule == [15.0] * 3 + [14.0] * 3  # default start 15 Å; no switch: from epoch 3
 
 
+def test_symmetry_check_never_worsens_a_particle_and_is_logged(dataset):
+    particles = read_star(dataset / "particles.star")
+    config = _small(epochs=4, switch=1, march_epochs=2, start_resolution_a=28.0)
+    run = AbInitio(particles, config)
+    records = [run.run_epoch(_NoBar()) for _ in range(3)]
+    assert "symmetry_check" not in records[0]  # amortized
+    assert "symmetry_check" not in records[1]  # first auto-decoding epoch: still marching...
+    checked = records[2]["symmetry_check"]  # ...done: checked at the final resolution
+    assert 0.0 <= checked["moved_to_mate"] <= 1.0
+    assert checked["self_alignment"]["angle_deg"] > 30.0
+
+    def errors():
+        grid = run._grid(3)
+        batch = run.data.load(np.arange(N), grid)
+        return run._errors(batch, run.table.rotations[:, None], run.table.shifts_a[:, None])[:, 0]
+
+    before = errors()
+    run.symmetry_check(3)
+    assert bool((errors() <= before + 1e-3 * before.abs()).all())
+
+
 class _NoBar:
     def update(self, n):
         pass

@@ -18,6 +18,7 @@ from cryohydra.metrics.map_alignment import (
     apply_alignment,
     flip_handedness,
     rotate_map,
+    self_alignment,
     shift_map,
     so3_grid,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "PoseErrors",
     "ResolutionEstimate",
     "align_maps",
+    "self_alignment",
     "align_rotations",
     "apply_alignment",
     "flip_handedness",

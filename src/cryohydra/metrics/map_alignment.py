@@ -46,6 +46,7 @@ __all__ = [
     "apply_alignment",
     "flip_handedness",
     "rotate_map",
+    "self_alignment",
     "shift_map",
     "so3_grid",
 ]
@@ -399,6 +400,45 @@ def align_maps(
     fine_mov, fine_ref = (_prepared(v, fine_box, mask_radius_px) for v in (mov, ref))
     best = _refine(fine_mov, fine_ref, fine_pixel, best, refine_iterations)
     return _finish(mov, ref, pixel_size_a, best, mask_radius_px, oversampling)
+
+
+def self_alignment(
+    volume: ArrayLike,
+    pixel_size_a: float,
+    *,
+    min_angle_deg: float = 30.0,
+    mask_radius_px: float | None = None,
+    coarse_box: int = 24,
+    nside: int = 4,
+    n_candidates: int = 4,
+    refine_box: int = 128,
+    refine_iterations: int = 40,
+) -> MapAlignment:
+    """The best rotation (at least ``min_angle_deg`` from the identity, same hand) and shift
+    superposing a map on itself: its strongest symmetry or pseudo-symmetry.
+
+    ``aligned(x) = volume(R^T (x - s)) ~ volume(x)`` with ``correlation`` telling how well
+    (1 for an exact symmetry). Same search as :func:`align_maps`, the identity excluded.
+    """
+    vol = _as_volume(volume)
+    box = vol.shape[-1]
+    coarse_pixel = pixel_size_a * box / min(coarse_box, box)
+    coarse = _lowpass(_prepared(vol, coarse_box, mask_radius_px), coarse_pixel, 2.5 * coarse_pixel)
+    pool = _global_search(coarse, coarse, coarse_pixel, nside, 4 * n_candidates, (False,))
+    eye = torch.eye(3, dtype=torch.float64)
+    min_angle = math.radians(min_angle_deg)
+    starts = [c for c in pool if float(geodesic_distance(c.rotation, eye)) > min_angle]
+    refined = [
+        _refine(coarse, coarse, coarse_pixel, c, refine_iterations) for c in starts[:n_candidates]
+    ]
+    refined = [c for c in refined if float(geodesic_distance(c.rotation, eye)) > min_angle]
+    if not refined:
+        raise ValueError("no self-alignment away from the identity was found")
+    best = max(refined, key=lambda c: c.score)
+    fine_box = min(refine_box, box)
+    fine = _prepared(vol, fine_box, mask_radius_px)
+    best = _refine(fine, fine, pixel_size_a * box / fine_box, best, refine_iterations)
+    return _finish(vol, vol, pixel_size_a, best, mask_radius_px, oversampling=1)
 
 
 def _transform(

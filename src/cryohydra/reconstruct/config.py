@@ -52,6 +52,15 @@ class ReconstructConfig:
             epochs (frequency marching). Runs without a switch (``amortized``, ``cryoai``)
             march from ``latest_switch`` on, so all modes share one resolution schedule.
         max_resolution_a: highest resolution compared in the loss; default Nyquist.
+        symmetry_check: after each auto-decoding epoch at the final resolution, find the
+            map's strongest self-superposition (a symmetry or pseudo-symmetry, e.g. two
+            homologous subunits) and move each particle to the mate pose when that explains
+            its image better. Low resolution cannot tell pseudo-symmetric mates apart, so the
+            amortized stage leaves particles split between them.
+        symmetry_check_min_correlation: the check acts only when the map superposes on itself
+            at least this well (masked correlation). Default 0: a particle moves only when
+            the mate pose fits its image better, which is safe whatever the map; the
+            self-correlation of a map whose particles are split between mates can be low.
         invert_contrast: the stack has dark particles.
         seed: seeds the initial volume, the encoder and the batch order.
     """
@@ -79,6 +88,8 @@ class ReconstructConfig:
     start_resolution_a: float | None = 15.0
     march_epochs: int = 3
     max_resolution_a: float | None = None
+    symmetry_check: bool = True
+    symmetry_check_min_correlation: float = 0.0
     invert_contrast: bool = False
     seed: int = 0
 

@@ -91,6 +91,15 @@ class PoseTable:
         self.second_moment[rows] = v
         self.steps[rows] = steps
 
+    @torch.no_grad()
+    def replace(self, rows: torch.Tensor, rotations: torch.Tensor, shifts_a: torch.Tensor) -> None:
+        """Set new poses for ``rows``; their Adam state starts afresh."""
+        self.rotations[rows] = rotations.to(self.rotations)
+        self.shifts_a[rows] = shifts_a.to(self.shifts_a)
+        self.first_moment[rows] = 0.0
+        self.second_moment[rows] = 0.0
+        self.steps[rows] = 0
+
     def state_dict(self) -> dict:
         return {
             "rotations": self.rotations,

@@ -34,10 +34,12 @@ from tqdm import tqdm
 
 from cryohydra.geometry.rotations import geodesic_distance
 from cryohydra.io.particles import ParticleSet
+from cryohydra.metrics.map_alignment import self_alignment
 from cryohydra.physics.fourier import fourier_crop_2d
 from cryohydra.reconstruct.batches import Batch, ParticleBatches, epoch_batches
 from cryohydra.reconstruct.config import ReconstructConfig
 from cryohydra.reconstruct.encoder import PoseEncoder
+from cryohydra.reconstruct.frames import poses_into_reference_frame
 from cryohydra.reconstruct.objective import (
     candidate_errors,
     rotated_half_turn,
@@ -245,6 +247,36 @@ class AbInitio:
             bar.update(len(rows))
         return total / count
 
+    @torch.no_grad()
+    def symmetry_check(self, epoch: int) -> dict:
+        """Move particles to their pose under the map's strongest self-superposition where
+        that explains their image better (see ``ReconstructConfig.symmetry_check``)."""
+        found = self_alignment(self.volume.to_map().cpu(), self.data.pixel_size_a)
+        angle = float(torch.rad2deg(geodesic_distance(found.rotation, torch.eye(3).double())))
+        out = {"self_alignment": {"correlation": found.correlation, "angle_deg": angle}}
+        if found.correlation < self.config.symmetry_check_min_correlation:
+            return out
+        rotations, shifts = self.poses()
+        mates = poses_into_reference_frame(rotations, shifts, found)
+        mate_rotations = torch.from_numpy(mates[0]).to(self.device, torch.float32)
+        mate_shifts = torch.from_numpy(mates[1]).to(self.device, torch.float32)
+        shifts_on = self.config.predict_shifts
+        hartley = self.volume.hartley()
+        grid = self._grid(epoch)
+        moved = 0
+        n = len(self.data)
+        for start in range(0, n, self.config.batch_size):
+            batch = self.data.load(np.arange(start, min(n, start + self.config.batch_size)), grid)
+            rows = batch.rows
+            candidates = torch.stack([self.table.rotations[rows], mate_rotations[rows]], dim=1)
+            shifts_ = torch.stack([self.table.shifts_a[rows], mate_shifts[rows]], dim=1)
+            errors = self._errors(batch, candidates, shifts_ if shifts_on else None, hartley)
+            better = rows[errors[:, 1] < errors[:, 0]]
+            self.table.replace(better, mate_rotations[better], mate_shifts[better])
+            moved += len(better)
+        out["moved_to_mate"] = moved / n
+        return out
+
     # ------------------------------------------------------------------------------------
     # The switch
     # ------------------------------------------------------------------------------------
@@ -273,6 +305,12 @@ class AbInitio:
             head_change <= config.switch_head_change
             and pose_change <= config.switch_pose_change_deg
         )
+
+    def _wants_symmetry_check(self, epoch: int, stage: str) -> bool:
+        """After auto-decoding epochs at the final resolution (none after the last epoch)."""
+        if not self.config.symmetry_check or stage != AUTO_DECODING or epoch >= self.config.epochs:
+            return False
+        return self.loss_resolution_a(epoch) <= self.loss_resolution_a(self.config.epochs) + 1e-9
 
     def switch(self, epoch: int) -> None:
         """Initialise the pose table from the best heads and drop the encoder."""
@@ -313,6 +351,9 @@ class AbInitio:
             self.switch(epoch)
         if epoch == self.config.epochs and self.stage == AMORTIZED:
             self.encoder_pass(epoch)  # final poses from the trained encoder
+        checked = None
+        if self._wants_symmetry_check(epoch, stage):
+            checked = self.symmetry_check(epoch)
         seconds = time.perf_counter() - start
         self.epoch = epoch
         record = {
@@ -326,6 +367,8 @@ class AbInitio:
             "pose_change_deg": pose_change,
             "switched": switched,
         }
+        if checked is not None:
+            record["symmetry_check"] = checked
         if stage == AMORTIZED:
             assigned = self.winners[self.winners >= 0]
             usage = torch.bincount(assigned, minlength=self.config.n_candidates)
