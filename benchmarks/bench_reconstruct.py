@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -71,6 +72,24 @@ def _setting(mode: str, switch: str, overrides: dict | None = None) -> str:
     return name + "".join(f"_{k}-{v}" for k, v in sorted((overrides or {}).items()))
 
 
+def _commit() -> str:
+    """The code a run used: the git commit, ``+changes`` when the tree differs from it."""
+    root = Path(__file__).resolve().parent.parent
+    try:
+        head = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no", "src"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    except OSError:
+        return "unknown"
+    return head + ("+changes" if dirty else "")
+
+
 def run_one(dataset, mode: str, switch: str, args) -> dict:
     overrides = _overrides(args.set)
     setting = _setting(mode, switch, overrides)
@@ -91,6 +110,7 @@ def run_one(dataset, mode: str, switch: str, args) -> dict:
         progress=not args.quiet,
     )
     start = time.perf_counter()
+    commit = _commit()
     summary = run_job(read_star(dataset.star), config, options)
     errors = summary["pose_error"]
     known = _known_pose().get(dataset.name, {})
@@ -100,6 +120,7 @@ def run_one(dataset, mode: str, switch: str, args) -> dict:
         "setting": setting,
         "mode": mode,
         "overrides": overrides,
+        "commit": commit,
         "switch": switch,
         "switch_epoch": summary["training"][0]["switch_epoch"],
         "epochs": args.epochs,
@@ -237,8 +258,8 @@ def markdown(entries: list[dict]) -> str:
         "to the map from the true poses.",
         "",
         "| dataset | setting | switch | median rot. (°) | mean rot. (°) | median shift (Å) "
-        "| FSC 0.5 (Å) | known poses (Å) | training (min) |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| FSC 0.5 (Å) | known poses (Å) | training (min) | code |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         known = e.get("known_pose_resolution_a_0.5")
@@ -246,8 +267,12 @@ def markdown(entries: list[dict]) -> str:
             f"| {e['dataset']} | {e['setting']} | {e['switch_epoch'] or '-'} "
             f"| {e['median_rotation_error_deg']:.2f} | {e['mean_rotation_error_deg']:.2f} "
             f"| {e['median_shift_error_a']:.2f} | {e['resolution_vs_truth_a_0.5']:.2f} "
-            f"| {f'{known:.2f}' if known else '-'} | {e['training_seconds'] / 60:.1f} |"
+            f"| {f'{known:.2f}' if known else '-'} | {e['training_seconds'] / 60:.1f} "
+            f"| {e.get('commit', '?')} |"
         )
+    notes = [f"- {e['dataset']}, {e['setting']}: {e['note']}" for e in entries if e.get("note")]
+    if notes:
+        lines += ["", "Notes:", "", *notes]
     return "\n".join(lines) + "\n"
 
 

@@ -23,7 +23,7 @@ from cryohydra.simulate import SimulationConfig, simulate
 # A folder the demo made itself carries this file, so re-running may replace its contents;
 # any other existing folder is left alone.
 MARKER = ".cryohydra-demo"
-# Sized to finish in about ten minutes on two CPU cores (measured: see the README).
+# Sized to finish in about ten to twelve minutes on two CPU cores.
 N_PARTICLES = 6000
 
 
