@@ -251,7 +251,10 @@ class AbInitio:
     def symmetry_check(self, epoch: int) -> dict:
         """Move particles to their pose under the map's strongest self-superposition where
         that explains their image better (see ``ReconstructConfig.symmetry_check``)."""
-        found = self_alignment(self.volume.to_map().cpu(), self.data.pixel_size_a)
+        try:
+            found = self_alignment(self.volume.to_map().cpu(), self.data.pixel_size_a)
+        except ValueError:  # every superposition refined back onto the identity
+            return {"self_alignment": None, "moved_to_mate": 0.0}
         angle = float(torch.rad2deg(geodesic_distance(found.rotation, torch.eye(3).double())))
         out = {"self_alignment": {"correlation": found.correlation, "angle_deg": angle}}
         if found.correlation < self.config.symmetry_check_min_correlation:
