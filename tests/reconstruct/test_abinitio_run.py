@@ -62,8 +62,13 @@ def test_auto_decoding_refines_perturbed_poses(dataset):
 def test_switch_after_fixed_epoch_and_modes_without_switch(dataset):
     particles = read_star(dataset / "particles.star")
     run = AbInitio(particles, _small(epochs=2, switch=1))
-    run.fit(progress=False)
+    records = [run.run_epoch(_NoBar()) for _ in range(2)]
     assert run.switch_epoch == 1 and run.stage == AUTO_DECODING and run.encoder is None
+    search = records[0]["pose_search"]  # the global search ran at the switch and is logged
+    assert search["changed"][0] == 1.0 and 1 <= len(search["changed"]) <= 10
+    assert "pose_search" not in records[1]
+    plain = AbInitio(particles, _small(epochs=2, switch=1, search_rounds=0))
+    assert "pose_search" not in plain.run_epoch(_NoBar()) and plain.stage == AUTO_DECODING
     for mode in ("amortized", "cryoai"):
         run = AbInitio(particles, _small(epochs=1, mode=mode))
         record = run.run_epoch(_NoBar())

@@ -121,6 +121,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="the encoder sees images Fourier-cropped to this box (0: the working box)",
     )
+    parser.add_argument(
+        "--search-rounds",
+        type=int,
+        default=_DEFAULTS.search_rounds,
+        help="rounds of global pose search at the switch (0: start from the best heads)",
+    )
+    parser.add_argument(
+        "--no-symmetry-check",
+        action="store_true",
+        help="do not try each particle's pose under the map's self-superposition",
+    )
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     parser.add_argument(
         "--reference-map", default=None, help="a known map: log the FSC against it (benchmarks)"
@@ -155,6 +166,8 @@ def config_from_args(args: argparse.Namespace) -> ReconstructConfig:
         start_resolution_a=args.start_resolution,
         march_epochs=args.march_epochs,
         encoder_box=args.encoder_box or None,
+        search_rounds=args.search_rounds,
+        symmetry_check=not args.no_symmetry_check,
         invert_contrast=args.invert_contrast,
         seed=args.seed,
     )

@@ -1,8 +1,10 @@
 """Orientation distributions for simulation: uniform on SO(3), uniform Euler angles, and
-preferred orientations (a mixture of von Mises-Fisher lobes of viewing direction)."""
+preferred orientations (a mixture of von Mises-Fisher lobes of viewing direction); and a
+deterministic grid covering SO(3) for searches."""
 
 from __future__ import annotations
 
+import healpy
 import numpy as np
 import torch
 
@@ -14,6 +16,7 @@ __all__ = [
     "preferred_orientations",
     "sample_von_mises_fisher_s2",
     "rotations_from_directions",
+    "so3_grid",
 ]
 
 
@@ -94,3 +97,18 @@ def preferred_orientations(
         rows = np.nonzero(which == k)[0]
         directions[rows] = sample_von_mises_fisher_s2(mean, kappa, len(rows), rng)
     return rotations_from_directions(directions, rng)
+
+
+def so3_grid(nside: int) -> torch.Tensor:
+    """Rotations ``(12 nside^2 * 6 nside, 3, 3)`` float64 covering SO(3) about uniformly.
+
+    Viewing directions are HEALPix pixel centres (about ``58.6 / nside`` degrees apart), each
+    with ``6 nside`` in-plane angles of the same spacing.
+    """
+    theta, phi = healpy.pix2ang(nside, np.arange(12 * nside**2))
+    n_psi = 6 * nside
+    psi = np.arange(n_psi) * 2 * np.pi / n_psi
+    angles = np.stack(
+        [np.repeat(phi, n_psi), np.repeat(theta, n_psi), np.tile(psi, len(theta))], axis=-1
+    )
+    return euler_relion_to_matrix(torch.from_numpy(angles))

@@ -31,12 +31,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import healpy
 import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
-from cryohydra.geometry.rotations import euler_relion_to_matrix, exp_map, geodesic_distance
+from cryohydra.geometry.rotations import exp_map, geodesic_distance
+from cryohydra.geometry.sampling import so3_grid
 from cryohydra.metrics.fsc import soft_spherical_mask
 from cryohydra.physics.fourier import fft3_centered, fourier_crop, frequency_axis, ifft3_centered
 
@@ -180,21 +180,6 @@ def shift_map(volume: ArrayLike, shift_a: ArrayLike, pixel_size_a: float) -> tor
         fft3_centered(vol.to(torch.float64)) * torch.polar(torch.ones_like(phase), phase)
     )
     return shifted.real.to(vol.dtype)
-
-
-def so3_grid(nside: int) -> torch.Tensor:
-    """Rotations ``(12 nside^2 * 6 nside, 3, 3)`` float64 covering SO(3) about uniformly.
-
-    Viewing directions are HEALPix pixel centres (about ``58.6 / nside`` degrees apart), each
-    with ``6 nside`` in-plane angles of the same spacing.
-    """
-    theta, phi = healpy.pix2ang(nside, np.arange(12 * nside**2))
-    n_psi = 6 * nside
-    psi = np.arange(n_psi) * 2 * np.pi / n_psi
-    angles = np.stack(
-        [np.repeat(phi, n_psi), np.repeat(theta, n_psi), np.tile(psi, len(theta))], axis=-1
-    )
-    return euler_relion_to_matrix(torch.from_numpy(angles))
 
 
 def _mask(box_size: int, radius_px: float | None) -> torch.Tensor:
@@ -407,6 +392,7 @@ def self_alignment(
     pixel_size_a: float,
     *,
     min_angle_deg: float = 30.0,
+    lowpass_a: float | None = None,
     mask_radius_px: float | None = None,
     coarse_box: int = 24,
     nside: int = 4,
@@ -418,9 +404,13 @@ def self_alignment(
     superposing a map on itself: its strongest symmetry or pseudo-symmetry.
 
     ``aligned(x) = volume(R^T (x - s)) ~ volume(x)`` with ``correlation`` telling how well
-    (1 for an exact symmetry). Same search as :func:`align_maps`, the identity excluded.
+    (1 for an exact symmetry). Same search as :func:`align_maps`, the identity excluded;
+    ``lowpass_a`` (Å) low-passes the map first, for a pseudo-symmetry that holds only at
+    low resolution.
     """
     vol = _as_volume(volume)
+    if lowpass_a is not None:
+        vol = _lowpass(vol, pixel_size_a, lowpass_a)
     box = vol.shape[-1]
     coarse_pixel = pixel_size_a * box / min(coarse_box, box)
     coarse = _lowpass(_prepared(vol, coarse_box, mask_radius_px), coarse_pixel, 2.5 * coarse_pixel)

@@ -52,6 +52,16 @@ class ReconstructConfig:
             epochs (frequency marching). Runs without a switch (``amortized``, ``cryoai``)
             march from ``latest_switch`` on, so all modes share one resolution schedule.
         max_resolution_a: highest resolution compared in the loss; default Nyquist.
+        search_rounds: at the switch, up to this many rounds of global pose search on a grid
+            of SO(3) (every image against every grid rotation, at ``start_resolution_a``)
+            alternating with a known-pose reconstruction of the map, from the encoder's poses
+            and map (0: the paper's switch, straight from the best heads). The encoder alone
+            leaves an elongated, pseudo-symmetric molecule (6UO9) tens of degrees off; a few
+            rounds bring it to the grid's spacing, from where auto-decoding converges.
+        search_nside: HEALPix order of the search grid (``12 n^2`` viewing directions times
+            ``6 n`` in-plane angles, spaced about ``58.6 / n`` degrees; 4: 4,608 rotations).
+        search_converged: the search stops once at most this fraction of images change grid
+            rotation in a round.
         symmetry_check: after each auto-decoding epoch at the final resolution, find the
             map's strongest self-superposition (a symmetry or pseudo-symmetry, e.g. two
             homologous subunits) and move each particle to the mate pose when that explains
@@ -88,6 +98,9 @@ class ReconstructConfig:
     start_resolution_a: float | None = 15.0
     march_epochs: int = 3
     max_resolution_a: float | None = None
+    search_rounds: int = 10
+    search_nside: int = 4
+    search_converged: float = 0.02
     symmetry_check: bool = True
     symmetry_check_min_correlation: float = 0.0
     invert_contrast: bool = False
@@ -100,6 +113,8 @@ class ReconstructConfig:
             raise ValueError(f"switch must be 'auto' or an epoch number, got {self.switch!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.n_heads < 1 or self.pose_steps < 1:
             raise ValueError("epochs, batch size, heads and pose steps must be positive")
+        if self.search_rounds < 0 or self.search_nside < 1:
+            raise ValueError("search rounds must be >= 0 and the search nside >= 1")
         if self.march_epochs < 0:
             raise ValueError(f"march_epochs must be >= 0, got {self.march_epochs}")
         if self.encoder_box is not None and (self.encoder_box < 8 or self.encoder_box % 2):

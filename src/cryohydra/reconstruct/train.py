@@ -9,6 +9,10 @@ evaluation mode), the encoder is dropped and the volume's learning rate lowered.
 after a fixed epoch or, with ``switch="auto"``, once the amortized stage has settled: from one
 epoch to the next few images change winning head and the best poses barely move.
 
+Global search at the switch (beyond the paper): a few rounds of projection matching on a grid
+of SO(3) at the amortized stage's resolution, alternating with a known-pose reconstruction
+(:mod:`~cryohydra.reconstruct.pose_search`), starting from the encoder's map and shifts.
+
 Stage 2, *auto-decoding*: for each batch, ``pose_steps`` Adam steps on each particle's own pose
 (:class:`~cryohydra.reconstruct.pose_table.PoseTable`, volume held fixed), then one step on the
 volume with the poses held fixed.
@@ -46,6 +50,7 @@ from cryohydra.reconstruct.objective import (
     undo_half_turn,
     winner_takes_all,
 )
+from cryohydra.reconstruct.pose_search import projection_matching
 from cryohydra.reconstruct.pose_table import PoseTable
 from cryohydra.reconstruct.volume import HartleyVolume
 
@@ -252,7 +257,11 @@ class AbInitio:
         """Move particles to their pose under the map's strongest self-superposition where
         that explains their image better (see ``ReconstructConfig.symmetry_check``)."""
         try:
-            found = self_alignment(self.volume.to_map().cpu(), self.data.pixel_size_a)
+            found = self_alignment(
+                self.volume.to_map().cpu(),
+                self.data.pixel_size_a,
+                lowpass_a=self.loss_resolution_a(1),  # pseudo-symmetry is low-resolution
+            )
         except ValueError:  # every superposition refined back onto the identity
             return {"self_alignment": None, "moved_to_mate": 0.0}
         angle = float(torch.rad2deg(geodesic_distance(found.rotation, torch.eye(3).double())))
@@ -315,21 +324,36 @@ class AbInitio:
             return False
         return self.loss_resolution_a(epoch) <= self.loss_resolution_a(self.config.epochs) + 1e-9
 
-    def switch(self, epoch: int) -> None:
-        """Initialise the pose table from the best heads and drop the encoder."""
+    def switch(self, epoch: int) -> dict | None:
+        """Initialise the pose table from the best heads, refine it by global search
+        (``search_rounds``), and drop the encoder. Returns the search's record, if any."""
+        config = self.config
         self.encoder_pass(epoch)
+        rotations, searched = self.table.rotations, None
+        if config.search_rounds > 0:
+            found = projection_matching(
+                self.volume,
+                self.data,
+                self.table.shifts_a,
+                self.loss_resolution_a(epoch),
+                config.search_nside,
+                config.search_rounds,
+                config.search_converged,
+            )
+            rotations = found.rotations
+            searched = {"changed": found.changed, "seconds": found.seconds}
         self.table = PoseTable.create(
-            self.table.rotations,
-            self.table.shifts_a,
-            self.config.pose_lr_rad,
-            self.config.pose_lr_shift_a,
+            rotations, self.table.shifts_a, config.pose_lr_rad, config.pose_lr_shift_a
         )
         self.encoder = None
         self.encoder_optimizer = None
-        for group in self.volume_optimizer.param_groups:
-            group["lr"] = self.config.volume_lr_after_switch
+        # A fresh optimiser: the search replaced the volume, so the old moments are stale.
+        self.volume_optimizer = torch.optim.Adam(
+            self.volume.parameters(), lr=config.volume_lr_after_switch
+        )
         self.stage = AUTO_DECODING
         self.switch_epoch = epoch
+        return searched
 
     # ------------------------------------------------------------------------------------
     # Epochs
@@ -350,8 +374,7 @@ class AbInitio:
             loss = self._auto_decoding_epoch(epoch, bar)
             head_change, pose_change = None, None
         switched = self._wants_switch(epoch, head_change, pose_change)
-        if switched:
-            self.switch(epoch)
+        searched = self.switch(epoch) if switched else None
         if epoch == self.config.epochs and self.stage == AMORTIZED:
             self.encoder_pass(epoch)  # final poses from the trained encoder
         checked = None
@@ -370,6 +393,8 @@ class AbInitio:
             "pose_change_deg": pose_change,
             "switched": switched,
         }
+        if searched is not None:
+            record["pose_search"] = searched
         if checked is not None:
             record["symmetry_check"] = checked
         if stage == AMORTIZED:
