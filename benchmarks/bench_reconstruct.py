@@ -142,6 +142,8 @@ def plot_pose_error(entries: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for entry in entries:
         log = WORK.parent.parent / entry["log"]
+        if not log.exists():  # an older run whose folder is gone
+            continue
         records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
         epochs = [r["epoch"] for r in records if "pose_error" in r]
         median = [r["pose_error"]["median_rotation_deg"] for r in records if "pose_error" in r]
@@ -297,6 +299,12 @@ def main() -> None:
         "--set", nargs="*", default=[], metavar="KEY=VALUE", help="other config fields (ablations)"
     )
     parser.add_argument("--quiet", action="store_true")
+    parser.add_argument(
+        "--rerun",
+        action="store_true",
+        help="run again the settings asked for that already have results (after a code change; "
+        "delete their folders under benchmarks/work/reconstruct first)",
+    )
     args = parser.parse_args()
     path = RESULTS / f"{NAME}.json"
     entries = json.loads(path.read_text())["runs"] if path.exists() else []
@@ -305,10 +313,11 @@ def main() -> None:
         for mode in args.modes:
             for switch in args.switch if mode == "semi-amortized" else ["none"]:
                 key = (dataset.name, _setting(mode, switch, _overrides(args.set)))
-                if any((e["dataset"], e["setting"]) == key for e in entries):
+                done = [e for e in entries if (e["dataset"], e["setting"]) == key]
+                if done and not args.rerun:
                     continue
                 entry = run_one(dataset, mode, switch, args)
-                entries.append(entry)
+                entries = [e for e in entries if (e["dataset"], e["setting"]) != key] + [entry]
                 print(json.dumps(entry), flush=True)
                 write_outputs(entries)
 

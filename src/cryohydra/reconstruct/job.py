@@ -151,7 +151,11 @@ def _evaluator(particles: ParticleSet, reference: _Reference | None, symmetry: S
         if particles.has_poses:
             rotations, shifts = run.poses()
             true_rot, true_shift = particles.require_poses()
-            errors = pose_errors(rotations, true_rot, shifts, true_shift, symmetry=symmetry)
+            # An ab-initio map's origin is free, like its orientation: shift errors are taken
+            # after fitting the map's global translation.
+            errors = pose_errors(
+                rotations, true_rot, shifts, true_shift, symmetry=symmetry, fit_global_offset=True
+            )
             out["pose_error"] = {
                 "median_rotation_deg": errors.median_rotation_error_deg,
                 "mean_rotation_deg": errors.mean_rotation_error_deg,
@@ -285,7 +289,9 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
         curves["map vs reference"] = versus["curve"]
         summary["resolution_vs_reference_a_0.5"] = versus["fsc_vs_reference_a_0.5"]
     if truth is not None:
-        errors = pose_errors(rotations, truth[0], shifts, truth[1], symmetry=options.symmetry)
+        errors = pose_errors(
+            rotations, truth[0], shifts, truth[1], symmetry=options.symmetry, fit_global_offset=True
+        )
         plot_pose_error_histogram(errors, outdir / "pose_error.png")
         summary["pose_error"] = errors.to_dict()
     plot_fsc(curves, outdir / "fsc.png", title="FSC")
