@@ -97,7 +97,7 @@ def run_one(dataset, mode: str, switch: str, args) -> dict:
     config = ReconstructConfig(
         mode=mode,
         epochs=args.epochs,
-        switch=switch if switch == "auto" else int(switch),
+        switch=int(switch) if switch.isdigit() else "auto",  # "none": modes without a switch
         seed=args.seed,
         **overrides,
     )

@@ -12,6 +12,7 @@ from cryohydra.geometry.rotations import exp_map
 from cryohydra.io.star import read_star
 from cryohydra.metrics.pose_error import pose_errors
 from cryohydra.reconstruct.config import ReconstructConfig
+from cryohydra.reconstruct.history import SWITCH_FILE, read_history
 from cryohydra.reconstruct.job import JobOptions, run_job
 from cryohydra.reconstruct.pose_table import PoseTable
 from cryohydra.reconstruct.train import AMORTIZED, AUTO_DECODING, AbInitio
@@ -186,6 +187,15 @@ def test_resume_repeats_an_uninterrupted_run(dataset, tmp_path, monkeypatch):
         for line in (tmp_path / "resumed" / "log.jsonl").read_text().splitlines()
     ]
     assert epochs == [1, 2, 3]
+    # Every epoch's poses are kept, the last equal to the output, and the model at the switch.
+    history = read_history(tmp_path / "resumed")
+    assert [h.epoch for h in history] == [1, 2, 3]
+    assert [h.stage for h in history] == [AMORTIZED, AUTO_DECODING, AUTO_DECODING]
+    assert (history[0].winners >= 0).all() and (history[1].winners == -1).all()
+    np.testing.assert_allclose(history[-1].rotations, straight[0], atol=1e-5)
+    snapshot = torch.load(tmp_path / "resumed" / SWITCH_FILE)
+    assert snapshot["epoch"] == 1 and snapshot["rotations"].shape == (N, 3, 3)
+    assert set(snapshot["encoder"]) == set(AbInitio(particles, config).encoder.state_dict())
 
 
 def test_cli_reconstruct_half_sets_outputs_and_refusals(dataset, tmp_path):

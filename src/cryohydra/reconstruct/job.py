@@ -8,6 +8,8 @@ Layout of ``OUTDIR`` (one run; with half-sets the training files are in ``half_a
     log.jsonl            one JSON record per epoch: losses, time, and with true poses in the
                          input the pose error (and FSC vs --reference-map)
     checkpoint.pt        everything needed to continue (written after every epoch)
+    history/             every epoch's poses; switch_state.pt: the encoder and volume at the
+                         switch (:mod:`cryohydra.reconstruct.history`), for the analyses
     model_volume.mrc     the learned volume at the working pixel size
     particles.star       the poses (RELION 3.1), usable by RELION and cryoSPARC
     map.mrc              backprojection of all particles with their poses (Wiener-filtered)
@@ -45,7 +47,8 @@ from cryohydra.physics.fourier import fourier_crop
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
 from cryohydra.reconstruct.config import ReconstructConfig
 from cryohydra.reconstruct.frames import poses_into_reference_frame
-from cryohydra.reconstruct.train import AbInitio
+from cryohydra.reconstruct.history import SWITCH_FILE, write_epoch_poses
+from cryohydra.reconstruct.train import AMORTIZED, AbInitio
 
 __all__ = ["RUN_FILE", "JobOptions", "reference_fsc", "run_job"]
 
@@ -197,6 +200,17 @@ def _train(
     log_path.write_text("".join(line + "\n" for line in records))
 
     def on_epoch(current: AbInitio, record: dict) -> None:
+        if current.switch_snapshot is not None:
+            _atomic_save(current.switch_snapshot, run_dir / SWITCH_FILE)
+            current.switch_snapshot = None
+        write_epoch_poses(
+            run_dir,
+            record["epoch"],
+            record["stage"],
+            current.table.rotations,
+            current.table.shifts_a,
+            current.winners if record["stage"] == AMORTIZED else None,
+        )
         with log_path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
         _atomic_save(current.state_dict(), checkpoint)

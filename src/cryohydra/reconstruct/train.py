@@ -118,6 +118,9 @@ class AbInitio:
         self.epoch = 0
         self.stage = AMORTIZED
         self.switch_epoch: int | None = None
+        # The encoder and volume as they were at the switch (before the search replaced the
+        # volume): kept for the analyses of the amortized stage, written once by the job.
+        self.switch_snapshot: dict | None = None
 
     # ------------------------------------------------------------------------------------
     # Candidates and passes
@@ -329,6 +332,16 @@ class AbInitio:
         (``search_rounds``), and drop the encoder. Returns the search's record, if any."""
         config = self.config
         self.encoder_pass(epoch)
+        assert self.encoder is not None
+        self.switch_snapshot = {
+            "epoch": epoch,
+            "config": config.to_dict(),
+            "volume": {k: v.detach().clone() for k, v in self.volume.state_dict().items()},
+            "encoder": {k: v.detach().clone() for k, v in self.encoder.state_dict().items()},
+            "rotations": self.table.rotations.detach().clone(),
+            "shifts_a": self.table.shifts_a.detach().clone(),
+            "winners": self.winners.detach().clone(),
+        }
         rotations, searched = self.table.rotations, None
         if config.search_rounds > 0:
             found = projection_matching(
