@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from cryohydra import __version__
-from cryohydra.cli import backproject, evaluate, fsc, reconstruct, simulate
+from cryohydra.cli import backproject, evaluate, fsc, reconstruct, report, simulate
 from cryohydra.io.errors import InputFileError, OutputExistsError
 
 SUBCOMMANDS = {
@@ -17,6 +17,7 @@ SUBCOMMANDS = {
     "reconstruct": reconstruct,
     "fsc": fsc,
     "evaluate": evaluate,
+    "report": report,
 }
 
 

@@ -13,7 +13,8 @@ Layout of ``OUTDIR`` (one run; with half-sets the training files are in ``half_a
     model_volume.mrc     the learned volume at the working pixel size
     particles.star       the poses (RELION 3.1), usable by RELION and cryoSPARC
     map.mrc              backprojection of all particles with their poses (Wiener-filtered)
-    half_map_a.mrc, half_map_b.mrc, fsc.csv, fsc.png, fsc.json
+    half_map_a.mrc, half_map_b.mrc, fsc.csv, fsc.png, fsc.json (fsc_vs_reference.json)
+    report.html, report_*.png   the run report (:mod:`cryohydra.report`)
     summary.json         resolution, timings, pose error (when true poses are known)
 
 The final map is a CTF-weighted Fourier backprojection with the estimated poses at the stored
@@ -62,7 +63,9 @@ _OUTPUTS = (
     "fsc.csv",
     "fsc.png",
     "fsc.json",
+    "fsc_vs_reference.json",
     "summary.json",
+    "report.html",
 )
 
 
@@ -78,6 +81,7 @@ class JobOptions:
     reference_map: Path | None = None
     symmetry: Symmetry = "C1"  # a point-group symbol or rotations (G, 3, 3), for pose errors
     progress: bool = True
+    report: bool = True  # write OUTDIR/report.html at the end
 
 
 def _atomic_save(state: dict, path: Path) -> None:
@@ -234,6 +238,14 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
         "n_particles": len(particles),
         "config": config.to_dict(),
         "half_sets": options.half_sets,
+        "symmetry": (
+            options.symmetry
+            if isinstance(options.symmetry, str)
+            else np.asarray(options.symmetry).tolist()
+        ),
+        "symmetry_name": options.symmetry
+        if isinstance(options.symmetry, str)
+        else (f"{len(options.symmetry)} given operators"),
     }
     _prepare_outdir(outdir, options, description)
     if particles.ctf is None:
@@ -301,6 +313,9 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
     if reference is not None:
         versus = reference.fsc_of(result.full.cpu(), pixel)
         curves["map vs reference"] = versus["curve"]
+        (outdir / "fsc_vs_reference.json").write_text(
+            json.dumps(versus["curve"].to_dict(), indent=2) + "\n"
+        )
         summary["resolution_vs_reference_a_0.5"] = versus["fsc_vs_reference_a_0.5"]
     if truth is not None:
         errors = pose_errors(
@@ -312,6 +327,10 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
     (outdir / "fsc.json").write_text(json.dumps(curve.to_dict(), indent=2) + "\n")
     summary["total_seconds"] = time.perf_counter() - started
     (outdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if options.report:
+        from cryohydra.report import write_report  # the report reads this module's outputs
+
+        write_report(outdir)
     return summary
 
 

@@ -1,0 +1,302 @@
+"""``OUTDIR/report.html``: what a run of ``cryohydra reconstruct`` did, as one page to open.
+
+The page is self-contained (every figure a PNG embedded as a data URI, no script, no network)
+and its PNGs are also written beside it (``report_*.png``). It is made from what the run folder
+holds, so it can be made at the end of a run, again at any time, or while a run is going
+(from its log and latest per-epoch poses, with the model volume of its latest checkpoint):
+
+- the run's settings and a data summary;
+- central slices and projections of the map along z, y and x;
+- FSC curves (half-maps; against the reference map when one was given) with 0.5 and 0.143;
+- loss and resolution against epoch and wall time, the switch to auto-decoding marked;
+- the viewing directions on the sphere (HEALPix, Mollweide);
+- how often each encoder head wins;
+- with true poses in the input: rotation error against epoch and its final histogram;
+- the figures of ``cryohydra analyze`` (``analysis_*.png``) when present.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import logging
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryohydra.geometry.rotations import viewing_direction
+from cryohydra.io.mrc import read_map
+from cryohydra.io.read import read_particles
+from cryohydra.metrics.fsc import FSCCurve, plot_fsc
+from cryohydra.metrics.pose_error import pose_errors
+from cryohydra.reconstruct.history import read_history
+from cryohydra.reconstruct.job import RUN_FILE
+from cryohydra.report import figures
+
+__all__ = ["REPORT_FILE", "RunFolder", "write_report"]
+
+log = logging.getLogger(__name__)
+REPORT_FILE = "report.html"
+
+
+@dataclass
+class RunFolder:
+    """What a run folder holds, read once: its description, the per-epoch logs of its runs
+    (one, or ``half_a`` and ``half_b``), the map, the curves and the poses."""
+
+    outdir: Path
+    description: dict
+    logs: dict[str, list[dict]] = field(default_factory=dict)
+
+    @staticmethod
+    def read(outdir: str | Path) -> RunFolder:
+        outdir = Path(outdir)
+        marker = outdir / RUN_FILE
+        if not marker.exists():
+            raise FileNotFoundError(f"{outdir}: not a cryohydra run (no {RUN_FILE})")
+        folder = RunFolder(outdir, json.loads(marker.read_text()))
+        for name in folder.run_names:
+            path = folder.run_dir(name) / "log.jsonl"
+            lines = path.read_text().splitlines() if path.exists() else []
+            folder.logs[name] = [json.loads(line) for line in lines if line.strip()]
+        return folder
+
+    @property
+    def run_names(self) -> list[str]:
+        return ["half_a", "half_b"] if self.description.get("half_sets") else ["run"]
+
+    def run_dir(self, name: str) -> Path:
+        return self.outdir if name == "run" else self.outdir / name
+
+    @property
+    def config(self) -> dict:
+        return self.description.get("config", {})
+
+    @property
+    def summary(self) -> dict | None:
+        path = self.outdir / "summary.json"
+        return json.loads(path.read_text()) if path.exists() else None
+
+    @property
+    def finished(self) -> bool:
+        return self.summary is not None
+
+    def map_and_pixel(self) -> tuple[np.ndarray, float, str] | None:
+        """The final map, else the latest model volume (a checkpoint's, during a run)."""
+        for name, label in (("map.mrc", "final map (backprojection)"),):
+            path = self.outdir / name
+            if path.exists():
+                volume, voxel = read_map(path)
+                return np.asarray(volume), float(voxel), label
+        first = self.run_dir(self.run_names[0])
+        model = first / "model_volume.mrc"
+        if model.exists():
+            volume, voxel = read_map(model)
+            return np.asarray(volume), float(voxel), "model volume"
+        checkpoint = first / "checkpoint.pt"
+        pixel = self.working_pixel_size_a()
+        if checkpoint.exists() and pixel is not None:
+            from cryohydra.reconstruct.volume import HartleyVolume
+
+            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+            box = state["volume"]["mantissa"].shape[-1]
+            volume = HartleyVolume(box)
+            volume.load_state_dict(state["volume"])
+            epoch = state["epoch"]
+            return volume.to_map().numpy(), pixel, f"model volume after epoch {epoch}"
+        return None
+
+    @cached_property
+    def particles(self):
+        """The input's metadata (None if it can no longer be read)."""
+        try:
+            return read_particles(self.description["input"])
+        except Exception as error:  # noqa: BLE001 - the report goes on without the input
+            log.warning(
+                "report: cannot read the input %s: %s", self.description.get("input"), error
+            )
+            return None
+
+    def working_pixel_size_a(self) -> float | None:
+        particles = self.particles
+        if particles is None or particles.box_size is None:
+            return None
+        box = self.config.get("working_box") or particles.box_size
+        return float(particles.pixel_size_a[0]) * particles.box_size / box
+
+    def current_poses(self) -> tuple[np.ndarray, np.ndarray, str] | None:
+        """Estimated rotations and shifts: the output STAR when written, else the latest
+        epoch's poses of the first run."""
+        star = self.outdir / "particles.star"
+        if star.exists():
+            estimated = read_particles(star)
+            if estimated.has_poses:
+                rotations, shifts = estimated.require_poses()
+                return rotations, shifts, "final poses"
+        history = read_history(self.run_dir(self.run_names[0]))
+        if history:
+            last = history[-1]
+            return last.rotations, last.shifts_a, f"poses after epoch {last.epoch}"
+        return None
+
+    def curves(self) -> dict[str, FSCCurve]:
+        out = {}
+        for name, label in (
+            ("fsc.json", "half-maps (masked)"),
+            ("fsc_vs_reference.json", "map vs reference"),
+        ):
+            path = self.outdir / name
+            if path.exists():
+                data = json.loads(path.read_text())
+                out[label] = FSCCurve(
+                    np.asarray(data["frequencies_per_a"]),
+                    np.asarray(data["values"]),
+                    float(data["pixel_size_a"]),
+                )
+        return out
+
+
+def _symmetry(description: dict):
+    value = description.get("symmetry", "C1")
+    return np.asarray(value) if isinstance(value, list) else value
+
+
+def _final_errors(folder: RunFolder, poses) -> np.ndarray | None:
+    particles = folder.particles
+    if poses is None or particles is None or not particles.has_poses:
+        return None
+    rotations = poses[0]
+    true_rotations, _ = particles.require_poses()
+    if len(true_rotations) != len(rotations):  # a half-set run in progress: first half only
+        return None
+    errors = pose_errors(rotations, true_rotations, symmetry=_symmetry(folder.description))
+    return errors.rotation_error_deg
+
+
+def _figures(folder: RunFolder) -> list[tuple[str, Path, str]]:
+    """Make the report's PNGs; returns ``(title, path, caption)`` for each one made."""
+    out: list[tuple[str, Path, str]] = []
+    outdir = folder.outdir
+    found = folder.map_and_pixel()
+    if found is not None:
+        volume, pixel, label = found
+        path = figures.plot_map_views(volume, pixel, outdir / "report_map.png")
+        out.append(("Map", path, f"{label}, {volume.shape[0]} px at {pixel:.3g} Å/px"))
+    curves = folder.curves()
+    if curves:
+        path = outdir / "report_fsc.png"
+        plot_fsc(curves, path, title="Fourier shell correlation")
+        text = ", ".join(
+            f"{name}: {c.resolution_a(0.143 if 'half' in name else 0.5):.2f} Å at "
+            f"{0.143 if 'half' in name else 0.5}"
+            for name, c in curves.items()
+        )
+        out.append(("FSC", path, text))
+    runs = {name: records for name, records in folder.logs.items() if records}
+    if runs:
+        path = figures.plot_training(runs, outdir / "report_training.png")
+        out.append(("Training", path, "loss and resolution against epoch and wall time"))
+    poses = folder.current_poses()
+    if poses is not None:
+        directions = viewing_direction(torch.from_numpy(poses[0])).numpy()
+        path = figures.plot_viewing_directions(directions, outdir / "report_directions.png")
+        out.append(("Viewing directions", path, poses[2]))
+    if figures.plot_head_usage(runs, outdir / "report_heads.png"):
+        out.append(("Encoder heads", outdir / "report_heads.png", "winner-takes-all"))
+    final = _final_errors(folder, poses)
+    if figures.plot_pose_errors(runs, final, outdir / "report_pose_error.png"):
+        out.append(
+            (
+                "Pose error",
+                outdir / "report_pose_error.png",
+                "against the true poses, after "
+                f"global alignment, symmetry {folder.description.get('symmetry_name', 'C1')}",
+            )
+        )
+    for path in sorted(outdir.glob("analysis_*.png")):
+        title = path.stem.removeprefix("analysis_").replace("_", " ")
+        out.append((f"Analysis: {title}", path, "cryohydra analyze"))
+    return out
+
+
+def _table(rows: list[tuple[str, object]]) -> str:
+    cells = "".join(
+        f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(str(v))}</td></tr>" for k, v in rows
+    )
+    return f"<table>{cells}</table>"
+
+
+def _summary_rows(folder: RunFolder) -> list[tuple[str, object]]:
+    d = folder.description
+    rows: list[tuple[str, object]] = [
+        ("input", d.get("input")),
+        ("particles", f"{d.get('n_particles', '?'):,}"),
+        ("half-sets (gold standard)", d.get("half_sets", False)),
+    ]
+    summary = folder.summary
+    epochs = folder.config.get("epochs")
+    done = max((len(r) for r in folder.logs.values()), default=0)
+    rows.append(("state", "finished" if summary else f"running: {done} of {epochs} epochs"))
+    for records in folder.logs.values():
+        switched = [r["epoch"] for r in records if r.get("switched")]
+        if switched:
+            rows.append(("switch to auto-decoding after epoch", switched[0]))
+            break
+    if summary:
+        rows.append(("half-map FSC 0.143 (Å)", f"{summary['half_map_resolution_a_0.143']:.2f}"))
+        if "resolution_vs_reference_a_0.5" in summary:
+            rows.append(
+                ("FSC 0.5 vs reference (Å)", f"{summary['resolution_vs_reference_a_0.5']:.2f}")
+            )
+        errors = summary.get("pose_error")
+        if errors:
+            rows.append(("median rotation error (°)", f"{errors['median_rotation_error_deg']:.2f}"))
+        rows.append(("training time (min)", f"{summary['training_seconds'] / 60:.1f}"))
+        rows.append(("Nyquist (Å)", f"{summary['nyquist_a']:.2f}"))
+    return rows
+
+
+_STYLE = """
+body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
+table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: left; }
+th { background: #f3f3f3; }
+figure { margin: 1.5em 0; }
+figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { color: #555; font-size: 0.9em; }
+"""
+
+
+def write_report(outdir: str | Path) -> Path:
+    """Write ``OUTDIR/report.html`` (and its PNGs) for a finished or running reconstruction."""
+    folder = RunFolder.read(outdir)
+    made = _figures(folder)
+    sections = []
+    for i, (title, path, caption) in enumerate(made):
+        data = base64.b64encode(Path(path).read_bytes()).decode("ascii")
+        sections.append(
+            f'<figure id="figure-{i}"><h2>{html.escape(title)}</h2>'
+            f'<img src="data:image/png;base64,{data}" alt="{html.escape(title)}">'
+            f"<figcaption>{html.escape(caption)} ({html.escape(Path(path).name)})"
+            "</figcaption></figure>"
+        )
+    settings = _table(sorted(folder.config.items()))
+    page = (
+        '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
+        f"<title>cryohydra reconstruct: {html.escape(folder.outdir.name)}</title>"
+        f"<style>{_STYLE}</style></head><body>"
+        f"<h1>cryohydra reconstruct: {html.escape(str(folder.outdir))}</h1>"
+        f"<h2>Summary</h2>{_table(_summary_rows(folder))}"
+        f"{''.join(sections)}"
+        f"<h2>Settings</h2>{settings}"
+        "</body></html>\n"
+    )
+    path = folder.outdir / REPORT_FILE
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(page)
+    tmp.replace(path)
+    return path
