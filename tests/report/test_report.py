@@ -13,41 +13,12 @@ import pytest
 from matplotlib.image import imread
 
 from cryohydra.cli.main import main as cli
-from cryohydra.data import default_structure
 from cryohydra.io.star import read_star
-from cryohydra.reconstruct.config import ReconstructConfig
 from cryohydra.reconstruct.job import JobOptions, run_job
 from cryohydra.reconstruct.train import AbInitio
 from cryohydra.report import write_report
-from cryohydra.simulate import SimulationConfig, simulate
 
-N = 160
-CONFIG = ReconstructConfig(epochs=3, switch=1, n_heads=2, batch_size=32, seed=0)
 FIGURES = ("Map", "FSC", "Training", "Viewing directions", "Encoder heads", "Pose error")
-
-
-@pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("report_data")
-    config = SimulationConfig(
-        structure=str(default_structure()),
-        box_size=32,
-        pixel_size_a=7.0,
-        n_particles=N,
-        snr=10.0,
-        shift_std_a=2.0,
-        seed=1,
-    )
-    simulate(config, folder, progress=False)
-    return folder
-
-
-@pytest.fixture(scope="module")
-def finished(dataset, tmp_path_factory):
-    out = tmp_path_factory.mktemp("report_run") / "run"
-    options = JobOptions(out, progress=False, reference_map=dataset / "ground_truth.mrc")
-    run_job(read_star(dataset / "particles.star"), CONFIG, options)
-    return out
 
 
 def _embedded_figures(page: str) -> dict[str, np.ndarray]:
@@ -69,7 +40,7 @@ def test_finished_run_has_a_self_contained_report(finished):
         assert (finished / name).stat().st_size > 1000
 
 
-def test_report_of_a_running_job_and_the_command(dataset, tmp_path, monkeypatch):
+def test_report_of_a_running_job_and_the_command(dataset, tiny_config, tmp_path, monkeypatch):
     """Interrupted after two epochs: the report comes from the log, the latest per-epoch poses
     and the checkpoint's volume; ``cryohydra report`` rewrites it."""
     original = AbInitio.run_epoch
@@ -84,7 +55,7 @@ def test_report_of_a_running_job_and_the_command(dataset, tmp_path, monkeypatch)
     monkeypatch.setattr(AbInitio, "run_epoch", interrupted)
     out = tmp_path / "running"
     with pytest.raises(KeyboardInterrupt):
-        run_job(read_star(dataset / "particles.star"), CONFIG, JobOptions(out, progress=False))
+        run_job(read_star(dataset / "particles.star"), tiny_config, JobOptions(out, progress=False))
     monkeypatch.undo()
     assert not (out / "report.html").exists()
     assert cli(["report", str(out)]) == 0

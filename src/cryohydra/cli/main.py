@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from cryohydra import __version__
-from cryohydra.cli import backproject, evaluate, fsc, reconstruct, report, simulate
+from cryohydra.cli import analyze, backproject, evaluate, fsc, reconstruct, report, simulate
 from cryohydra.io.errors import InputFileError, OutputExistsError
 
 SUBCOMMANDS = {
@@ -18,6 +18,7 @@ SUBCOMMANDS = {
     "fsc": fsc,
     "evaluate": evaluate,
     "report": report,
+    "analyze": analyze,
 }
 
 

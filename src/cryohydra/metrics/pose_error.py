@@ -54,7 +54,9 @@ __all__ = [
     "plot_pose_error_histogram",
     "point_group",
     "pose_errors",
+    "rotation_errors_under_alignment",
     "symmetry_group",
+    "true_mates_in_estimate_frame",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
@@ -207,6 +209,34 @@ def align_rotations(
     if est.shape != tru.shape:
         raise ValueError(f"shapes differ: {tuple(est.shape)} vs {tuple(tru.shape)}")
     return _align(est, tru, symmetry_group(symmetry)[0])
+
+
+def true_mates_in_estimate_frame(
+    true_rot: ArrayLike, alignment: ArrayLike, mirrored: bool, symmetry: Symmetry = "C1"
+) -> torch.Tensor:
+    """The true poses and their symmetry mates ``(N, G, 3, 3)`` in the frame of the estimate
+    that :func:`align_rotations` aligned (``R_est Q ~ T g``, so ``T g Q^T``): where, in the
+    estimated map's frame, a particle's pose should be."""
+    group, _ = symmetry_group(symmetry)
+    targets, hand_group = _hand(_as_rotations(true_rot), group, mirrored)
+    q = torch.as_tensor(alignment, dtype=torch.float64)
+    return targets[:, None] @ hand_group[None] @ q.T
+
+
+def rotation_errors_under_alignment(
+    estimated_rot: ArrayLike,
+    true_rot: ArrayLike,
+    alignment: ArrayLike,
+    mirrored: bool,
+    symmetry: Symmetry = "C1",
+) -> np.ndarray:
+    """Rotation errors ``(N,)`` (degrees, modulo the symmetry) of ``estimated_rot`` under a
+    given global alignment (e.g. one found for other poses of the same map, such as the best
+    head's, to score every head in one frame)."""
+    mates = true_mates_in_estimate_frame(true_rot, alignment, mirrored, symmetry)
+    est = _as_rotations(estimated_rot)
+    angles = geodesic_distance(est[:, None].expand_as(mates), mates)
+    return torch.rad2deg(angles.amin(dim=1)).numpy()
 
 
 def _summary(values: np.ndarray | None) -> tuple[float | None, float | None]:

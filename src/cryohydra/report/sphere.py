@@ -20,6 +20,7 @@ __all__ = [
     "gnomonic_coordinates",
     "healpix_counts",
     "healpix_mean",
+    "tangent_basis",
 ]
 
 
@@ -62,7 +63,7 @@ def draw_mollweide(ax, healpix_map: np.ndarray, cmap: str = "viridis", **kwargs)
     return mesh
 
 
-def _tangent_basis(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def tangent_basis(centre: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     c = np.asarray(centre, dtype=np.float64)
     c = c / np.linalg.norm(c)
     helper = np.array([0.0, 0.0, 1.0]) if abs(c[2]) < 0.9 else np.array([1.0, 0.0, 0.0])
@@ -75,7 +76,7 @@ def gnomonic_coordinates(directions: np.ndarray, centre: np.ndarray) -> np.ndarr
     """Gnomonic (tangent-plane) coordinates ``(N, 2)`` in degrees-equivalent units
     (``tan`` of the angle from ``centre``, times ``180 / pi``) of unit vectors; NaN for the
     far hemisphere."""
-    c, east, north = _tangent_basis(centre)
+    c, east, north = tangent_basis(centre)
     d = np.asarray(directions, dtype=np.float64)
     depth = d @ c
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -96,7 +97,7 @@ def draw_gnomonic(
     """Draw a HEALPix map in a gnomonic close-up about ``centre`` (a unit vector), ``width_deg``
     across; axes in degrees from the centre (east, north). Returns the image."""
     nside = healpy.npix2nside(len(healpix_map))
-    c, east, north = _tangent_basis(centre)
+    c, east, north = tangent_basis(centre)
     half = np.tan(np.deg2rad(width_deg / 2))
     u = np.linspace(-half, half, samples)
     uu, vv = np.meshgrid(u, u)

@@ -1,0 +1,133 @@
+"""A finished (or running) reconstruction's model, loaded back for analysis.
+
+The amortized stage's model is the encoder and the volume as they were at the switch
+(``switch_state.pt``, :mod:`cryohydra.reconstruct.history`) or, for a run that never switched
+(``--mode amortized`` / ``cryoai``), as they are in ``checkpoint.pt``. It is loaded into an
+:class:`~cryohydra.reconstruct.train.AbInitio` built from the run's own settings and input,
+so the analyses use exactly the run's data pipeline, candidate poses and loss.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryohydra.geometry.sampling import so3_grid
+from cryohydra.io.particles import ParticleSet, random_half_split
+from cryohydra.io.read import read_particles
+from cryohydra.physics.shifts import phase_ramp
+from cryohydra.reconstruct.config import ReconstructConfig
+from cryohydra.reconstruct.history import SWITCH_FILE, EpochPoses, read_history
+from cryohydra.reconstruct.job import RUN_FILE
+from cryohydra.reconstruct.pose_search import grid_errors
+from cryohydra.reconstruct.train import AbInitio
+
+__all__ = ["AmortizedModel", "load_amortized_model"]
+
+
+@dataclass
+class AmortizedModel:
+    """The run (encoder and volume of the amortized stage loaded), its particles with their
+    true poses if known, the epoch the model is from, and the per-epoch poses."""
+
+    run: AbInitio
+    particles: ParticleSet
+    epoch: int
+    history: list[EpochPoses]
+    description: dict
+
+    @property
+    def resolution_a(self) -> float:
+        """The resolution the amortized stage compared images at."""
+        return self.run.loss_resolution_a(self.epoch)
+
+    @property
+    def symmetry(self):
+        value = self.description.get("symmetry", "C1")
+        return np.asarray(value) if isinstance(value, list) else value
+
+    @torch.no_grad()
+    def head_poses(self, rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every candidate pose of the images ``rows``: rotations ``(B, C, 3, 3)`` and
+        shifts ``(B, C, 2)`` Å."""
+        assert self.run.encoder is not None
+        self.run.encoder.eval()
+        batch = self.run.data.load(np.asarray(rows))
+        rotations, shifts = self.run._candidates(batch.images)
+        if shifts is None:
+            shifts = torch.zeros(*rotations.shape[:2], 2, device=rotations.device)
+        return rotations, shifts
+
+    @torch.no_grad()
+    def best_head(self, rows: np.ndarray) -> np.ndarray:
+        """Index of the winning candidate of each image."""
+        rotations, shifts = self.head_poses(rows)
+        batch = self.run.data.load(np.asarray(rows), self.run._grid(self.epoch))
+        errors = self.run._errors(batch, rotations, shifts)
+        return errors.argmin(dim=1).cpu().numpy()
+
+    @torch.no_grad()
+    def losses(
+        self, row: int, rotations: torch.Tensor, shift_a: torch.Tensor, chunk: int = 4096
+    ) -> torch.Tensor:
+        """The model's loss ``(G,)`` (squared error up to a constant, at the amortized stage's
+        resolution) of image ``row`` in each of the poses ``rotations (G, 3, 3)`` with the
+        in-plane shift ``shift_a (2,)``."""
+        run = self.run
+        batch = run.data.load(np.array([row]), run._grid(self.epoch))
+        spectra = batch.spectra * phase_ramp(batch.frequencies_a, shift_a[None]).conj()
+        hartley = run.volume.hartley()
+        out = []
+        for part in torch.split(rotations.to(run.device, torch.float32), chunk):
+            slices = run.volume.slices(part, batch.grid, hartley)
+            out.append(grid_errors(slices, spectra, batch.ctf)[0])
+        return torch.cat(out)
+
+    def sphere_posterior(self, row: int, shift_a: torch.Tensor, nside: int) -> np.ndarray:
+        """For each HEALPix pixel of viewing direction (order ``nside``), the best loss over
+        ``6 nside`` in-plane angles (:func:`cryohydra.geometry.sampling.so3_grid`)."""
+        grid = so3_grid(nside)
+        losses = self.losses(row, grid, shift_a)
+        return losses.reshape(12 * nside**2, 6 * nside).amin(dim=1).cpu().numpy()
+
+
+def _run_dir(outdir: Path, description: dict) -> tuple[Path, np.ndarray | None]:
+    if not description.get("half_sets"):
+        return outdir, None
+    halves = random_half_split(description["n_particles"], description["config"]["seed"])
+    return outdir / "half_a", halves[0]
+
+
+def load_amortized_model(
+    outdir: str | Path, datadir: str | Path | None = None, device: str = "cpu"
+) -> AmortizedModel:
+    """Load a run's amortized-stage model (half A's for a half-set run)."""
+    outdir = Path(outdir)
+    marker = outdir / RUN_FILE
+    if not marker.exists():
+        raise FileNotFoundError(f"{outdir}: not a cryohydra run (no {RUN_FILE})")
+    description = json.loads(marker.read_text())
+    run_dir, rows = _run_dir(outdir, description)
+    snapshot_path = run_dir / SWITCH_FILE
+    if snapshot_path.exists():
+        state = torch.load(snapshot_path, map_location=device, weights_only=False)
+    else:
+        state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=False)
+        if state.get("encoder") is None:
+            raise FileNotFoundError(
+                f"{run_dir}: no {SWITCH_FILE} and the checkpoint has no encoder (a run from "
+                "before cryohydra kept the model at the switch)"
+            )
+    particles = read_particles(description["input"], datadir=datadir)
+    if rows is not None:
+        particles = particles.subset(rows)
+    config = ReconstructConfig.from_dict(description["config"])
+    run = AbInitio(particles.with_poses(None, None), config, device)
+    run.volume.load_state_dict(state["volume"])
+    assert run.encoder is not None
+    run.encoder.load_state_dict(state["encoder"])
+    return AmortizedModel(run, particles, int(state["epoch"]), read_history(run_dir), description)
