@@ -15,7 +15,14 @@ def test_demo_runs_end_to_end_and_keeps_foreign_folders(tmp_path, capsys):
         assert report[key] >= report["nyquist_a"] - 1e-6
     assert 0 <= report["median_rotation_error_deg"] <= 180
     recon = outdir / "reconstruction"
-    for name in ("map.mrc", "half_map_a.mrc", "particles.star", "fsc.png", "log.jsonl"):
+    for name in (
+        "map.mrc",
+        "half_map_a.mrc",
+        "particles.star",
+        "fsc.png",
+        "log.jsonl",
+        "report.html",
+    ):
         assert (recon / name).stat().st_size > 0
     assert str(recon / "map.mrc") in capsys.readouterr().out
     assert (outdir / MARKER).exists()

@@ -223,10 +223,9 @@ def plot_head_specialisation(
             ax, healpix_mean(directions, errors, nside), cmap="magma_r", vmin=0, vmax=180
         )
         ax.set_yticklabels([])
-        wins = float((candidates.winner == head).mean())
-        ax.set_title(
-            f"head {head}: wins {100 * wins:.0f} %, median {np.median(errors):.0f}°", fontsize=8
-        )
+        won = candidates.winner == head
+        where = f", {np.median(errors[won]):.1f}° where it wins" if won.any() else ""
+        ax.set_title(f"head {head}: wins {100 * won.mean():.0f} %{where}", fontsize=8)
     if mesh is not None:
         figure.colorbar(
             mesh, ax=figure.axes, orientation="horizontal", fraction=0.04, pad=0.04
