@@ -171,3 +171,14 @@ def test_unsupported_suffix(name, tmp_path):
     path.write_text("whatever\n")
     with pytest.raises(InputFileError, match=rf"{name}.*unsupported"):
         read_particles(path)
+
+
+def test_input_errors_survive_pickling():
+    """Errors cross process boundaries (torchrun ranks, DataLoader workers) intact."""
+    import pickle
+
+    from cryohydra.io.errors import InputFileError, OutputExistsError
+
+    error = pickle.loads(pickle.dumps(InputFileError("/data/x.star", "has no optics block")))
+    assert str(error) == "/data/x.star: has no optics block" and error.problem
+    assert "already exists" in str(pickle.loads(pickle.dumps(OutputExistsError("/o/map.mrc"))))

@@ -13,6 +13,9 @@ class InputFileError(ValueError):
         self.problem = problem
         super().__init__(f"{path}: {problem}")
 
+    def __reduce__(self):  # picklable (sent between the ranks of a torchrun run)
+        return (type(self), (self.path, self.problem))
+
 
 class OutputExistsError(FileExistsError):
     """Refusal to overwrite a file the user already has."""
@@ -20,6 +23,9 @@ class OutputExistsError(FileExistsError):
     def __init__(self, path: str | Path):
         self.path = Path(path)
         super().__init__(f"{path}: already exists; refusing to overwrite it (use --force)")
+
+    def __reduce__(self):
+        return (type(self), (self.path,))
 
 
 def check_writable(path: str | Path, force: bool) -> Path:
