@@ -10,6 +10,7 @@ Examples:
   cryohydra reconstruct particles.star -o abinitio
   cryohydra reconstruct particles.cs --datadir stacks/ -o abinitio --downsample 64 --half-sets
   cryohydra reconstruct particles.star -o abinitio --resume
+  torchrun --nproc-per-node 4 -m cryohydra reconstruct particles.star -o abinitio --device cuda
 """
 
 from __future__ import annotations
@@ -187,6 +188,8 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     summary = run_job(particles, config, options)
+    if "rank" in summary:  # another rank of a torchrun run: rank 0 reports
+        return 0
     outdir = options.outdir
     kind = "gold-standard" if args.half_sets else "half-map (same run, optimistic)"
     print(f"Map: {outdir / 'map.mrc'}  poses: {outdir / 'particles.star'}")
