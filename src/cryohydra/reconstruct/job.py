@@ -84,6 +84,7 @@ class JobOptions:
     symmetry: Symmetry = "C1"  # a point-group symbol or rotations (G, 3, 3), for pose errors
     progress: bool = True
     report: bool = True  # write OUTDIR/report.html at the end
+    workers: int = 0  # DataLoader processes reading batches ahead (the result is the same)
 
 
 def _atomic_save(state: dict, path: Path) -> None:
@@ -197,7 +198,12 @@ def _train(
         run_dir.mkdir(parents=True, exist_ok=True)
     context.barrier()
     run = AbInitio(
-        particles, config, device, _evaluator(particles, reference, options.symmetry), context
+        particles,
+        config,
+        device,
+        _evaluator(particles, reference, options.symmetry),
+        context,
+        options.workers,
     )
     checkpoint = run_dir / "checkpoint.pt"
     log_path = run_dir / "log.jsonl"

@@ -75,6 +75,7 @@ class AbInitio:
             (:mod:`~cryohydra.reconstruct.distributed`): it then trains on its shard of the
             particles, with the encoder and volume in ``DistributedDataParallel``; the pose
             table holds the shard's rows (:meth:`poses` and :meth:`state_dict` gather them).
+        workers: DataLoader processes reading the training batches ahead (0: read in turn).
     """
 
     def __init__(
@@ -84,8 +85,11 @@ class AbInitio:
         device: str | torch.device = "cpu",
         evaluate: Callable[[AbInitio], dict] | None = None,
         context: Context | None = None,
+        workers: int = 0,
     ) -> None:
         self.config = config
+        self.workers = workers
+        self.max_batches: int | None = None  # benchmarks: stop each epoch after this many
         self.device = torch.device(device)
         self.context = context or Context()
         self.n_total = len(particles)
@@ -216,18 +220,20 @@ class AbInitio:
     def _batches(self, epoch: int) -> list[np.ndarray]:
         config = self.config
         if self.context.active:
-            return shard_batches(
+            batches = shard_batches(
                 len(self.data), self.n_total, config.batch_size, config.seed, epoch, self.context
             )
-        return epoch_batches(len(self.data), config.batch_size, config.seed, epoch)
+        else:
+            batches = epoch_batches(len(self.data), config.batch_size, config.seed, epoch)
+        return batches if self.max_batches is None else batches[: self.max_batches]
 
     def _amortized_epoch(self, epoch: int, bar: tqdm) -> float:
         assert self.encoder is not None and self.encoder_optimizer is not None
         self.encoder.train()
         total, count = 0.0, 0
         grid = self._grid(epoch)
-        for rows in self._batches(epoch):
-            batch = self.data.load(rows, grid)
+        for rows, images in self.data.stream(self._batches(epoch), self.workers):
+            batch = self.data.load(rows, grid, images)
             self.seen[rows] = True
             rotations, shifts = self._candidates(batch.images, self._train_encoder)
             errors = self._errors(batch, rotations, shifts, volume=self._train_volume)
@@ -279,8 +285,8 @@ class AbInitio:
         shifts_on = self.config.predict_shifts
         hartley = self.volume.hartley().detach()
         grid = self._grid(epoch)
-        for rows in self._batches(epoch):
-            batch = self.data.load(rows, grid)
+        for rows, images in self.data.stream(self._batches(epoch), self.workers):
+            batch = self.data.load(rows, grid, images)
             self.seen[rows] = True
             self._pose_steps(batch, hartley)
             rotations = self.table.rotations[batch.rows][:, None]
