@@ -10,6 +10,7 @@ Examples:
   cryohydra reconstruct particles.star -o abinitio
   cryohydra reconstruct particles.cs --datadir stacks/ -o abinitio --downsample 64 --half-sets
   cryohydra reconstruct particles.star -o abinitio --resume
+  torchrun --nproc-per-node 4 -m cryohydra reconstruct particles.star -o abinitio --device cuda
 """
 
 from __future__ import annotations
@@ -144,6 +145,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="redo a finished or stopped run in OUTDIR from the start",
     )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=0,
+        help="DataLoader processes reading batches ahead (default 0: read in turn; the "
+        "result is the same)",
+    )
 
 
 def config_from_args(args: argparse.Namespace) -> ReconstructConfig:
@@ -185,8 +193,11 @@ def run(args: argparse.Namespace) -> int:
         reference_map=None if args.reference_map is None else Path(args.reference_map),
         symmetry=args.symmetry,
         progress=not args.quiet,
+        workers=args.workers,
     )
     summary = run_job(particles, config, options)
+    if "rank" in summary:  # another rank of a torchrun run: rank 0 reports
+        return 0
     outdir = options.outdir
     kind = "gold-standard" if args.half_sets else "half-map (same run, optimistic)"
     print(f"Map: {outdir / 'map.mrc'}  poses: {outdir / 'particles.star'}")

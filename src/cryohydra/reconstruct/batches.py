@@ -6,10 +6,15 @@ scaled by one dataset-wide factor (so the image standard deviation is about 1 wh
 file's units) and transformed once; the CTF is evaluated at the working pixel size. The order
 of an epoch is a seeded permutation of ``(seed, epoch)``, so an interrupted run resumes on the
 same batches.
+
+With ``workers > 0`` the reading and cropping happen in ``torch.utils.data.DataLoader`` worker
+processes, a few batches ahead of the training (:meth:`ParticleBatches.stream`); the
+transforms and the CTF are then computed on the working device. The result is the same.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,6 +27,7 @@ from cryohydra.physics.image_formation import CTFBatch
 from cryohydra.physics.projector import SliceGrid, image_to_slice
 
 __all__ = ["Batch", "ParticleBatches", "epoch_batches"]
+_PREFETCH = 4  # batches read ahead by each worker
 
 _SCALE_SAMPLE = 1000
 
@@ -105,11 +111,35 @@ class ParticleBatches:
             raise InputFileError(self.particles.source, "the images are constant (std 0)")
         return 1.0 / std
 
-    def _images(self, rows: np.ndarray) -> torch.Tensor:
-        images = torch.from_numpy(self.particles.load_images(rows)).to(self.device)
+    def read(self, rows: np.ndarray) -> torch.Tensor:
+        """The images ``rows`` as stored, cropped to the working box and scaled, on the CPU
+        (what a loader worker does)."""
+        images = torch.from_numpy(self.particles.load_images(rows))
         if self.working_box != images.shape[-1]:
             images = fourier_crop_2d(images, self.working_box)
         return images * (self.sign * self.scale)
+
+    def _images(self, rows: np.ndarray) -> torch.Tensor:
+        return self.read(rows).to(self.device)
+
+    def stream(
+        self, batches: Sequence[np.ndarray], workers: int = 0
+    ) -> Iterator[tuple[np.ndarray, torch.Tensor | None]]:
+        """``(rows, images)`` of each batch in order: read here on demand (``workers = 0``:
+        images None, :meth:`load` reads them) or ahead by ``workers`` DataLoader processes."""
+        if workers <= 0:
+            for rows in batches:
+                yield rows, None
+            return
+        loader = torch.utils.data.DataLoader(
+            _Reads(self, list(batches)),
+            batch_size=None,
+            num_workers=workers,
+            prefetch_factor=_PREFETCH,
+            pin_memory=self.device.type == "cuda",
+        )
+        for rows, images in loader:
+            yield rows, images
 
     @property
     def nyquist_a(self) -> float:
@@ -126,11 +156,17 @@ class ParticleBatches:
             self._grids[key] = SliceGrid.create(self.working_box, radius, device=self.device)
         return self._grids[key]
 
-    def load(self, rows: np.ndarray, grid: SliceGrid | None = None) -> Batch:
-        """The particles ``rows`` with their transforms on ``grid`` (default: the full one)."""
+    def load(
+        self, rows: np.ndarray, grid: SliceGrid | None = None, images: torch.Tensor | None = None
+    ) -> Batch:
+        """The particles ``rows`` with their transforms on ``grid`` (default: the full one);
+        ``images``: already read by :meth:`stream`."""
         grid = self.grid if grid is None else grid
         frequencies_a = grid.frequencies_a(self.pixel_size_a)
-        images = self._images(rows)
+        if images is None:
+            images = self._images(rows)
+        else:
+            images = images.to(self.device, non_blocking=True)
         spectra = image_to_slice(fft2_centered(images), grid)
         ctf = None
         if self.particles.ctf is not None:
@@ -138,3 +174,18 @@ class ParticleBatches:
             ctf = ctf.evaluate(frequencies_a)
         rows_t = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
         return Batch(rows_t, images, spectra, ctf, grid, frequencies_a)
+
+
+class _Reads(torch.utils.data.Dataset):
+    """Batch ``i`` of a list of row batches, as ``(rows, images)``: a DataLoader's work."""
+
+    def __init__(self, data: ParticleBatches, batches: list[np.ndarray]) -> None:
+        self.data = data
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, torch.Tensor]:
+        rows = self.batches[index]
+        return rows, self.data.read(rows)

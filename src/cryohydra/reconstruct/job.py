@@ -47,6 +47,7 @@ from cryohydra.metrics.pose_error import Symmetry, plot_pose_error_histogram, po
 from cryohydra.physics.fourier import fourier_crop
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
 from cryohydra.reconstruct.config import ReconstructConfig
+from cryohydra.reconstruct.distributed import Context, from_environment
 from cryohydra.reconstruct.frames import poses_into_reference_frame
 from cryohydra.reconstruct.history import SWITCH_FILE, write_epoch_poses
 from cryohydra.reconstruct.train import AMORTIZED, AbInitio
@@ -55,6 +56,7 @@ __all__ = ["RUN_FILE", "JobOptions", "reference_fsc", "run_job"]
 
 log = logging.getLogger(__name__)
 RUN_FILE = "cryohydra-run.json"
+DISTRIBUTED_FILE = "distributed.json"  # a torchrun run: the particles each rank trained on
 _OUTPUTS = (
     "particles.star",
     "map.mrc",
@@ -82,6 +84,7 @@ class JobOptions:
     symmetry: Symmetry = "C1"  # a point-group symbol or rotations (G, 3, 3), for pose errors
     progress: bool = True
     report: bool = True  # write OUTDIR/report.html at the end
+    workers: int = 0  # DataLoader processes reading batches ahead (the result is the same)
 
 
 def _atomic_save(state: dict, path: Path) -> None:
@@ -185,25 +188,42 @@ def _train(
     run_dir: Path,
     options: JobOptions,
     reference: _Reference | None,
+    context: Context,
+    device: torch.device,
 ) -> AbInitio:
-    """Train (or resume) one run in ``run_dir``; returns the trained run."""
-    run_dir.mkdir(parents=True, exist_ok=True)
+    """Train (or resume) one run in ``run_dir``; returns the trained run. In a torchrun run
+    every rank trains its shard; rank 0 alone writes the files."""
+    main = context.is_main
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    context.barrier()
     run = AbInitio(
-        particles, config, options.device, _evaluator(particles, reference, options.symmetry)
+        particles,
+        config,
+        device,
+        _evaluator(particles, reference, options.symmetry),
+        context,
+        options.workers,
     )
     checkpoint = run_dir / "checkpoint.pt"
     log_path = run_dir / "log.jsonl"
     records: list[str] = []
     if options.resume and checkpoint.exists():
-        run.load_state_dict(torch.load(checkpoint, map_location=options.device))
+        run.load_state_dict(torch.load(checkpoint, map_location=device))
         if log_path.exists():
             for line in log_path.read_text().splitlines():
                 if line.strip() and json.loads(line)["epoch"] <= run.epoch:
                     records.append(line)
         log.info("resuming %s after epoch %d (%s)", run_dir, run.epoch, run.stage)
-    log_path.write_text("".join(line + "\n" for line in records))
+    if main:
+        log_path.write_text("".join(line + "\n" for line in records))
 
     def on_epoch(current: AbInitio, record: dict) -> None:
+        rotations, shifts = current.poses()  # gathered from every rank
+        winners = current.winners_all()
+        state = current.state_dict()
+        if not main:
+            return
         if current.switch_snapshot is not None:
             _atomic_save(current.switch_snapshot, run_dir / SWITCH_FILE)
             current.switch_snapshot = None
@@ -211,28 +231,40 @@ def _train(
             run_dir,
             record["epoch"],
             record["stage"],
-            current.table.rotations,
-            current.table.shifts_a,
-            current.winners if record["stage"] == AMORTIZED else None,
+            torch.from_numpy(rotations),
+            torch.from_numpy(shifts),
+            winners if record["stage"] == AMORTIZED else None,
         )
         with log_path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
-        _atomic_save(current.state_dict(), checkpoint)
+        _atomic_save(state, checkpoint)
 
     run.fit(on_epoch, progress=options.progress)
-    write_map(
-        run_dir / "model_volume.mrc",
-        run.volume.to_map().cpu().numpy(),
-        run.data.pixel_size_a,
-        force=True,
-    )
+    seen = run.seen_rows()
+    if main:
+        write_map(
+            run_dir / "model_volume.mrc",
+            run.volume.to_map().cpu().numpy(),
+            run.data.pixel_size_a,
+            force=True,
+        )
+        if context.active:
+            (run_dir / DISTRIBUTED_FILE).write_text(
+                json.dumps({"world_size": context.world_size, "rows_per_rank": seen}) + "\n"
+            )
     return run
 
 
 def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptions) -> dict:
-    """Run ``cryohydra reconstruct`` end to end; returns the summary written to summary.json."""
+    """Run ``cryohydra reconstruct`` end to end; returns the summary written to summary.json.
+
+    Under ``torchrun`` every rank calls this: training is shared
+    (:mod:`~cryohydra.reconstruct.distributed`), and rank 0 alone claims the folder, writes
+    the files and makes the final map; the other ranks return ``{"rank": r}``.
+    """
     outdir = Path(options.outdir)
     started = time.perf_counter()
+    context, device = from_environment(options.device)
     description = {
         "input": str(particles.source),
         "n_particles": len(particles),
@@ -247,7 +279,15 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
         if isinstance(options.symmetry, str)
         else (f"{len(options.symmetry)} given operators"),
     }
-    _prepare_outdir(outdir, options, description)
+    failure = None
+    if context.is_main:
+        try:
+            _prepare_outdir(outdir, options, description)
+        except InputFileError as error:
+            failure = error
+    failure = context.broadcast_object(failure)
+    if failure is not None:
+        raise failure
     if particles.ctf is None:
         log.warning("%s has no CTF parameters: reconstructing without CTF", particles.source)
     reference = None if options.reference_map is None else _Reference(options.reference_map)
@@ -257,23 +297,26 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
     if options.half_sets:
         halves = random_half_split(len(particles), config.seed)
         runs = [
-            _train(particles.subset(h), config, outdir / name, options, reference)
+            _train(particles.subset(h), config, outdir / name, options, reference, context, device)
             for h, name in zip(halves, ("half_a", "half_b"), strict=True)
         ]
+        poses = [r.poses() for r in runs]  # every rank gathers
+        if not context.is_main:
+            return {"rank": context.rank}
         rotations = np.empty((len(particles), 3, 3))
         shifts = np.empty((len(particles), 2))
-        rotations[halves[0]], shifts[halves[0]] = runs[0].poses()
+        rotations[halves[0]], shifts[halves[0]] = poses[0]
         alignment = align_maps(
             runs[1].volume.to_map().cpu(), runs[0].volume.to_map().cpu(), runs[0].data.pixel_size_a
         )
-        rotations[halves[1]], shifts[halves[1]] = poses_into_reference_frame(
-            *runs[1].poses(), alignment
-        )
+        rotations[halves[1]], shifts[halves[1]] = poses_into_reference_frame(*poses[1], alignment)
         training = [_run_summary(r) for r in runs]
         half_split: tuple[np.ndarray, np.ndarray] | None = halves
     else:
-        run = _train(particles, config, outdir, options, reference)
+        run = _train(particles, config, outdir, options, reference, context, device)
         rotations, shifts = run.poses()
+        if not context.is_main:
+            return {"rank": context.rank}
         training = [_run_summary(run)]
         half_split = None
     trained = time.perf_counter() - started
@@ -284,7 +327,7 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
         estimated,
         seed=config.seed,
         invert_contrast=config.invert_contrast,
-        device=options.device,
+        device=device,
         progress=options.progress,
         halves=half_split,
     )

@@ -47,7 +47,8 @@ def candidate_errors(
     """Mean squared error ``(B, M)`` of every candidate pose of every image.
 
     Args:
-        volume: the current volume.
+        volume: the current volume (or the same wrapped in ``DistributedDataParallel``);
+            called as ``volume(rotations, grid, hartley)`` for the slices.
         spectra: ``(B, P)`` complex transforms of the images at the grid's points.
         ctf: ``(B, P)`` CTF of each image at those points, or None.
         rotations: ``(B, M, 3, 3)`` candidate rotations.
@@ -57,7 +58,7 @@ def candidate_errors(
         hartley: the volume's coefficients if already computed (e.g. without gradient).
     """
     batch, n_candidates = rotations.shape[:2]
-    predicted = volume.slices(rotations.reshape(-1, 3, 3), grid, hartley)
+    predicted = volume(rotations.reshape(-1, 3, 3), grid, hartley)
     predicted = predicted.reshape(batch, n_candidates, -1)
     if ctf is not None:
         predicted = predicted * ctf[:, None, :]

@@ -30,6 +30,7 @@ from cryohydra.physics.projector import SliceGrid
 from cryohydra.physics.shifts import phase_ramp
 from cryohydra.reconstruct.backproject import Accumulator, wiener_maps
 from cryohydra.reconstruct.batches import ParticleBatches
+from cryohydra.reconstruct.distributed import Context
 from cryohydra.reconstruct.volume import HartleyVolume
 
 __all__ = ["SearchResult", "best_grid_poses", "grid_errors", "projection_matching"]
@@ -100,13 +101,16 @@ def projection_matching(
     rounds: int,
     converged: float,
     batch_size: int = 512,
+    context: Context | None = None,
 ) -> SearchResult:
     """Iterative projection matching at ``resolution_a``: each round finds every image's best
     rotation on the grid ``so3_grid(nside)`` (its shift held at ``shifts_a``), then replaces
     ``volume`` by the Wiener-filtered reconstruction from those poses (two halves, odd and even
     rows, for the filter). Stops after ``rounds`` or once at most ``converged`` of the images
-    changed rotation.
+    changed rotation. In a torchrun run (``context``) each rank searches its own particles
+    (``data`` is its shard) and the reconstruction's sums are added over the ranks.
     """
+    context = context or Context()
     start_time = time.perf_counter()
     device = shifts_a.device
     rotations = so3_grid(nside).to(device, torch.float32)
@@ -140,7 +144,12 @@ def projection_matching(
                     reconstruction_grid,
                     data.pixel_size_a,
                 )
-        changed.append(float((found != index).float().mean()))
+        for accumulator in halves:
+            context.sum(accumulator.numerator)
+            context.sum(accumulator.weights)
+            accumulator.count = int(context.sum_float(accumulator.count))
+        n_changed = context.sum_float(float((found != index).sum()))
+        changed.append(n_changed / context.sum_float(float(n)))
         index = found
         volume.load_map(wiener_maps(*halves, box)[0].to(device))
         if changed[-1] <= converged:

@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cryohydra.geometry.rotations import geodesic_distance
@@ -42,6 +43,7 @@ from cryohydra.metrics.map_alignment import self_alignment
 from cryohydra.physics.fourier import fourier_crop_2d
 from cryohydra.reconstruct.batches import Batch, ParticleBatches, epoch_batches
 from cryohydra.reconstruct.config import ReconstructConfig
+from cryohydra.reconstruct.distributed import Context, shard_batches, shard_rows
 from cryohydra.reconstruct.encoder import PoseEncoder
 from cryohydra.reconstruct.frames import poses_into_reference_frame
 from cryohydra.reconstruct.objective import (
@@ -69,6 +71,11 @@ class AbInitio:
         device: where the work runs.
         evaluate: optional callback ``(run) -> dict`` adding metrics to each epoch's record
             (pose error, FSC against a known map).
+        context: the rank of this process in a ``torchrun`` run
+            (:mod:`~cryohydra.reconstruct.distributed`): it then trains on its shard of the
+            particles, with the encoder and volume in ``DistributedDataParallel``; the pose
+            table holds the shard's rows (:meth:`poses` and :meth:`state_dict` gather them).
+        workers: DataLoader processes reading the training batches ahead (0: read in turn).
     """
 
     def __init__(
@@ -77,9 +84,18 @@ class AbInitio:
         config: ReconstructConfig,
         device: str | torch.device = "cpu",
         evaluate: Callable[[AbInitio], dict] | None = None,
+        context: Context | None = None,
+        workers: int = 0,
     ) -> None:
         self.config = config
+        self.workers = workers
+        self.max_batches: int | None = None  # benchmarks: stop each epoch after this many
         self.device = torch.device(device)
+        self.context = context or Context()
+        self.n_total = len(particles)
+        self.shard = shard_rows(self.n_total, self.context)
+        if self.context.active:
+            particles = particles.subset(self.shard)
         self.particles = particles
         self.evaluate = evaluate
         self.data = ParticleBatches(
@@ -109,6 +125,11 @@ class AbInitio:
         self.encoder_optimizer: torch.optim.Optimizer | None = torch.optim.Adam(
             self.encoder.parameters(), lr=config.encoder_lr
         )
+        # Training steps go through these: DistributedDataParallel in a torchrun run (it
+        # broadcasts rank 0's parameters now and all-reduces the gradients), else the modules.
+        self._train_volume = self._parallel(self.volume)
+        self._train_encoder = self._parallel(self.encoder)
+        self.seen = torch.zeros(n, dtype=torch.bool)  # rows of the shard trained on
         eye = torch.eye(3, device=self.device).expand(n, 3, 3)
         self.table = PoseTable.create(
             eye, torch.zeros(n, 2, device=self.device), config.pose_lr_rad, config.pose_lr_shift_a
@@ -121,6 +142,12 @@ class AbInitio:
         # The encoder and volume as they were at the switch (before the search replaced the
         # volume): kept for the analyses of the amortized stage, written once by the job.
         self.switch_snapshot: dict | None = None
+
+    def _parallel(self, module: torch.nn.Module) -> torch.nn.Module:
+        if not self.context.active:
+            return module
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DistributedDataParallel(module, device_ids=ids)
 
     # ------------------------------------------------------------------------------------
     # Candidates and passes
@@ -143,27 +170,36 @@ class AbInitio:
     def _grid(self, epoch: int):
         return self.data.grid_at(self.loss_resolution_a(epoch))
 
-    def _candidates(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Candidate poses ``(B, C, 3, 3)`` and shifts ``(B, C, 2)`` (or None) of a batch."""
+    def _candidates(
+        self, images: torch.Tensor, encoder: torch.nn.Module | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Candidate poses ``(B, C, 3, 3)`` and shifts ``(B, C, 2)`` (or None) of a batch
+        (``encoder``: the one to run, default the plain module)."""
         assert self.encoder is not None
+        encoder = self.encoder if encoder is None else encoder
         if self.encoder_box < images.shape[-1]:
             images = fourier_crop_2d(images, self.encoder_box)
         if self.config.mode == "cryoai":
             both = torch.cat([images, rotated_half_turn(images)])
-            rotations, shifts = self.encoder(both)
+            rotations, shifts = encoder(both)
             batch = images.shape[0]
             turned = undo_half_turn(rotations[batch:], shifts[batch:])
             rotations = torch.cat([rotations[:batch], turned[0]], dim=1)
             shifts = torch.cat([shifts[:batch], turned[1]], dim=1)
         else:
-            rotations, shifts = self.encoder(images)
+            rotations, shifts = encoder(images)
         return rotations, (shifts if self.config.predict_shifts else None)
 
     def _errors(
-        self, batch: Batch, rotations, shifts, hartley: torch.Tensor | None = None
+        self,
+        batch: Batch,
+        rotations,
+        shifts,
+        hartley: torch.Tensor | None = None,
+        volume: torch.nn.Module | None = None,
     ) -> torch.Tensor:
         return candidate_errors(
-            self.volume,
+            self.volume if volume is None else volume,
             batch.spectra,
             batch.ctf,
             rotations,
@@ -182,17 +218,26 @@ class AbInitio:
         self.winners[rows] = winner
 
     def _batches(self, epoch: int) -> list[np.ndarray]:
-        return epoch_batches(len(self.data), self.config.batch_size, self.config.seed, epoch)
+        config = self.config
+        if self.context.active:
+            batches = shard_batches(
+                len(self.data), self.n_total, config.batch_size, config.seed, epoch, self.context
+            )
+        else:
+            batches = epoch_batches(len(self.data), config.batch_size, config.seed, epoch)
+        return batches if self.max_batches is None else batches[: self.max_batches]
 
     def _amortized_epoch(self, epoch: int, bar: tqdm) -> float:
         assert self.encoder is not None and self.encoder_optimizer is not None
         self.encoder.train()
         total, count = 0.0, 0
         grid = self._grid(epoch)
-        for rows in self._batches(epoch):
-            batch = self.data.load(rows, grid)
-            rotations, shifts = self._candidates(batch.images)
-            loss, winner = winner_takes_all(self._errors(batch, rotations, shifts))
+        for rows, images in self.data.stream(self._batches(epoch), self.workers):
+            batch = self.data.load(rows, grid, images)
+            self.seen[rows] = True
+            rotations, shifts = self._candidates(batch.images, self._train_encoder)
+            errors = self._errors(batch, rotations, shifts, volume=self._train_volume)
+            loss, winner = winner_takes_all(errors)
             self.encoder_optimizer.zero_grad(set_to_none=True)
             self.volume_optimizer.zero_grad(set_to_none=True)
             loss.mean().backward()
@@ -202,7 +247,7 @@ class AbInitio:
             total += float(loss.detach().sum())
             count += len(rows)
             bar.update(len(rows))
-        return total / count
+        return self.context.sum_float(total) / self.context.sum_float(count)
 
     @torch.no_grad()
     def encoder_pass(self, epoch: int) -> float:
@@ -221,7 +266,7 @@ class AbInitio:
             loss, winner = winner_takes_all(self._errors(batch, rotations, shifts, hartley))
             self._record(batch.rows, rotations, shifts, winner)
             total += float(loss.sum())
-        return total / n
+        return self.context.sum_float(total) / self.n_total
 
     def _pose_steps(self, batch: Batch, hartley: torch.Tensor) -> None:
         shifts_on = self.config.predict_shifts
@@ -240,12 +285,13 @@ class AbInitio:
         shifts_on = self.config.predict_shifts
         hartley = self.volume.hartley().detach()
         grid = self._grid(epoch)
-        for rows in self._batches(epoch):
-            batch = self.data.load(rows, grid)
+        for rows, images in self.data.stream(self._batches(epoch), self.workers):
+            batch = self.data.load(rows, grid, images)
+            self.seen[rows] = True
             self._pose_steps(batch, hartley)
             rotations = self.table.rotations[batch.rows][:, None]
             shifts = self.table.shifts_a[batch.rows][:, None] if shifts_on else None
-            loss = self._errors(batch, rotations, shifts)[:, 0]
+            loss = self._errors(batch, rotations, shifts, volume=self._train_volume)[:, 0]
             self.volume_optimizer.zero_grad(set_to_none=True)
             loss.mean().backward()
             self.volume_optimizer.step()
@@ -253,25 +299,30 @@ class AbInitio:
             total += float(loss.detach().sum())
             count += len(rows)
             bar.update(len(rows))
-        return total / count
+        return self.context.sum_float(total) / self.context.sum_float(count)
 
     @torch.no_grad()
     def symmetry_check(self, epoch: int) -> dict:
         """Move particles to their pose under the map's strongest self-superposition where
         that explains their image better (see ``ReconstructConfig.symmetry_check``)."""
-        try:
-            found = self_alignment(
-                self.volume.to_map().cpu(),
-                self.data.pixel_size_a,
-                lowpass_a=self.loss_resolution_a(1),  # pseudo-symmetry is low-resolution
-            )
-        except ValueError:  # every superposition refined back onto the identity
+        found = None
+        if self.context.is_main:  # one rank aligns; every rank gets its result
+            try:
+                found = self_alignment(
+                    self.volume.to_map().cpu(),
+                    self.data.pixel_size_a,
+                    lowpass_a=self.loss_resolution_a(1),  # pseudo-symmetry is low-resolution
+                )
+            except ValueError:  # every superposition refined back onto the identity
+                found = None
+        found = self.context.broadcast_object(found)
+        if found is None:
             return {"self_alignment": None, "moved_to_mate": 0.0}
         angle = float(torch.rad2deg(geodesic_distance(found.rotation, torch.eye(3).double())))
         out = {"self_alignment": {"correlation": found.correlation, "angle_deg": angle}}
         if found.correlation < self.config.symmetry_check_min_correlation:
             return out
-        rotations, shifts = self.poses()
+        rotations, shifts = self.local_poses()
         mates = poses_into_reference_frame(rotations, shifts, found)
         mate_rotations = torch.from_numpy(mates[0]).to(self.device, torch.float32)
         mate_shifts = torch.from_numpy(mates[1]).to(self.device, torch.float32)
@@ -289,7 +340,7 @@ class AbInitio:
             better = rows[errors[:, 1] < errors[:, 0]]
             self.table.replace(better, mate_rotations[better], mate_shifts[better])
             moved += len(better)
-        out["moved_to_mate"] = moved / n
+        out["moved_to_mate"] = self.context.sum_float(moved) / self.n_total
         return out
 
     # ------------------------------------------------------------------------------------
@@ -302,9 +353,10 @@ class AbInitio:
         if self.previous is None:
             return None, None
         winners, rotations = self.previous
-        head_change = float((self.winners != winners).float().mean())
+        changed = self.context.sum_float(float((self.winners != winners).sum()))
         angles = geodesic_distance(self.table.rotations, rotations)
-        return head_change, float(torch.rad2deg(angles.median()))
+        angles = self.context.gather_rows(angles, self.n_total)
+        return changed / self.n_total, float(torch.rad2deg(angles.median()))
 
     def _wants_switch(self, epoch: int, head_change, pose_change) -> bool:
         config = self.config
@@ -338,9 +390,9 @@ class AbInitio:
             "config": config.to_dict(),
             "volume": {k: v.detach().clone() for k, v in self.volume.state_dict().items()},
             "encoder": {k: v.detach().clone() for k, v in self.encoder.state_dict().items()},
-            "rotations": self.table.rotations.detach().clone(),
-            "shifts_a": self.table.shifts_a.detach().clone(),
-            "winners": self.winners.detach().clone(),
+            "rotations": self._gather(self.table.rotations).detach().clone(),
+            "shifts_a": self._gather(self.table.shifts_a).detach().clone(),
+            "winners": self._gather(self.winners).detach().clone(),
         }
         rotations, searched = self.table.rotations, None
         if config.search_rounds > 0:
@@ -352,6 +404,7 @@ class AbInitio:
                 config.search_nside,
                 config.search_rounds,
                 config.search_converged,
+                context=self.context,
             )
             rotations = found.rotations
             searched = {"changed": found.changed, "seconds": found.seconds}
@@ -360,6 +413,7 @@ class AbInitio:
         )
         self.encoder = None
         self.encoder_optimizer = None
+        self._train_encoder = None
         # A fresh optimiser: the search replaced the volume, so the old moments are stale.
         self.volume_optimizer = torch.optim.Adam(
             self.volume.parameters(), lr=config.volume_lr_after_switch
@@ -401,7 +455,7 @@ class AbInitio:
             "loss": loss,
             "loss_resolution_a": resolution_a,
             "seconds": seconds,
-            "images_per_s": len(self.data) / seconds,
+            "images_per_s": self.n_total / seconds,
             "head_change": head_change,
             "pose_change_deg": pose_change,
             "switched": switched,
@@ -413,7 +467,7 @@ class AbInitio:
         if stage == AMORTIZED:
             assigned = self.winners[self.winners >= 0]
             usage = torch.bincount(assigned, minlength=self.config.n_candidates)
-            record["head_usage"] = usage.tolist()
+            record["head_usage"] = self.context.sum(usage).tolist()
         if self.evaluate is not None:
             record.update(self.evaluate(self))
         return record
@@ -427,7 +481,7 @@ class AbInitio:
             total=self.config.epochs * n,
             initial=self.epoch * n,
             unit="img",
-            disable=not progress,
+            disable=not progress or not self.context.is_main,
             dynamic_ncols=True,
         )
         while self.epoch < self.config.epochs:
@@ -440,17 +494,53 @@ class AbInitio:
     # Results and checkpoints
     # ------------------------------------------------------------------------------------
 
-    def poses(self) -> tuple[np.ndarray, np.ndarray]:
-        """Current rotations ``(N, 3, 3)`` and shifts ``(N, 2)`` Å as float64 arrays."""
+    def _gather(self, local: torch.Tensor) -> torch.Tensor:
+        """A per-particle tensor of this rank's shard -> all particles (every rank)."""
+        return self.context.gather_rows(local, self.n_total)
+
+    def local_poses(self) -> tuple[np.ndarray, np.ndarray]:
+        """Rotations ``(n, 3, 3)`` and shifts ``(n, 2)`` Å of this rank's particles."""
         return (
             self.table.rotations.detach().cpu().double().numpy(),
             self.table.shifts_a.detach().cpu().double().numpy(),
         )
 
+    def poses(self) -> tuple[np.ndarray, np.ndarray]:
+        """Current rotations ``(N, 3, 3)`` and shifts ``(N, 2)`` Å of all particles, float64
+        (in a torchrun run every rank must call this: it gathers the shards)."""
+        return (
+            self._gather(self.table.rotations).detach().cpu().double().numpy(),
+            self._gather(self.table.shifts_a).detach().cpu().double().numpy(),
+        )
+
+    def winners_all(self) -> torch.Tensor:
+        """The winning head of every particle (gathered like :meth:`poses`)."""
+        return self._gather(self.winners)
+
+    def seen_rows(self) -> list[list[int]]:
+        """For each rank, the particles (indices into the whole set) it trained on."""
+        mine = self.shard[self.seen.numpy()].tolist()
+        if not self.context.active:
+            return [mine]
+        import torch.distributed as dist
+
+        out: list = [None] * self.context.world_size
+        dist.all_gather_object(out, mine)
+        return out
+
     def state_dict(self) -> dict:
+        """Everything to continue, the pose table of all particles in particle order (so a run
+        resumes with any number of ranks; every rank must call this)."""
+        table = {
+            k: self._gather(v) if isinstance(v, torch.Tensor) else v
+            for k, v in self.table.state_dict().items()
+        }
+        previous = None
+        if self.previous is not None:
+            previous = tuple(self._gather(p) for p in self.previous)
         return {
             "config": self.config.to_dict(),
-            "n_particles": len(self.data),
+            "n_particles": self.n_total,
             "epoch": self.epoch,
             "stage": self.stage,
             "switch_epoch": self.switch_epoch,
@@ -460,17 +550,22 @@ class AbInitio:
             "encoder_optimizer": (
                 None if self.encoder_optimizer is None else self.encoder_optimizer.state_dict()
             ),
-            "table": self.table.state_dict(),
-            "winners": self.winners,
-            "previous": self.previous,
+            "table": table,
+            "winners": self._gather(self.winners),
+            "previous": previous,
         }
 
     def load_state_dict(self, state: dict) -> None:
-        if state["n_particles"] != len(self.data):
+        if state["n_particles"] != self.n_total:
             raise ValueError(
                 f"the checkpoint is of {state['n_particles']} particles, the input has "
-                f"{len(self.data)}"
+                f"{self.n_total}"
             )
+        shard = torch.from_numpy(self.shard)
+
+        def mine(tensor: torch.Tensor) -> torch.Tensor:
+            return tensor[shard.to(tensor.device)] if self.context.active else tensor
+
         self.epoch = state["epoch"]
         self.stage = state["stage"]
         self.switch_epoch = state["switch_epoch"]
@@ -483,7 +578,14 @@ class AbInitio:
             assert self.encoder is not None and self.encoder_optimizer is not None
             self.encoder.load_state_dict(state["encoder"])
             self.encoder_optimizer.load_state_dict(state["encoder_optimizer"])
-        self.table = PoseTable.from_state_dict(state["table"], self.device)
-        self.winners = state["winners"].to(self.device)
+        if self.encoder is None:
+            self._train_encoder = None
+        table = {
+            k: mine(v) if isinstance(v, torch.Tensor) else v for k, v in state["table"].items()
+        }
+        self.table = PoseTable.from_state_dict(table, self.device)
+        self.winners = mine(state["winners"]).to(self.device)
         previous = state["previous"]
-        self.previous = None if previous is None else tuple(p.to(self.device) for p in previous)
+        self.previous = (
+            None if previous is None else tuple(mine(p).to(self.device) for p in previous)
+        )

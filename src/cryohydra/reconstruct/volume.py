@@ -83,6 +83,12 @@ class HartleyVolume(nn.Module):
         values = project(self.hartley() if hartley is None else hartley, rotations, grid)
         return hartley_to_fourier(values, values[:, grid.mirror])
 
+    def forward(
+        self, rotations: torch.Tensor, grid: SliceGrid, hartley: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """:meth:`slices` (so that ``DistributedDataParallel`` can wrap the volume)."""
+        return self.slices(rotations, grid, hartley)
+
     @torch.no_grad()
     def to_map(self) -> torch.Tensor:
         """The real-space map ``(L, L, L)`` float32 (inverse Hartley transform)."""
