@@ -76,7 +76,7 @@ class RunFolder:
     def config(self) -> dict:
         return self.description.get("config", {})
 
-    @property
+    @cached_property
     def summary(self) -> dict | None:
         path = self.outdir / "summary.json"
         return json.loads(path.read_text()) if path.exists() else None
@@ -87,11 +87,10 @@ class RunFolder:
 
     def map_and_pixel(self) -> tuple[np.ndarray, float, str] | None:
         """The final map, else the latest model volume (a checkpoint's, during a run)."""
-        for name, label in (("map.mrc", "final map (backprojection)"),):
-            path = self.outdir / name
-            if path.exists():
-                volume, voxel = read_map(path)
-                return np.asarray(volume), float(voxel), label
+        final = self.outdir / "map.mrc"
+        if final.exists():
+            volume, voxel = read_map(final)
+            return np.asarray(volume), float(voxel), "final map (backprojection)"
         first = self.run_dir(self.run_names[0])
         model = first / "model_volume.mrc"
         if model.exists():
