@@ -8,7 +8,16 @@ import sys
 from collections.abc import Sequence
 
 from cryohydra import __version__
-from cryohydra.cli import analyze, backproject, evaluate, fsc, reconstruct, report, simulate
+from cryohydra.cli import (
+    analyze,
+    backproject,
+    evaluate,
+    fsc,
+    orient,
+    reconstruct,
+    report,
+    simulate,
+)
 from cryohydra.io.errors import InputFileError, OutputExistsError
 
 SUBCOMMANDS = {
@@ -19,6 +28,7 @@ SUBCOMMANDS = {
     "evaluate": evaluate,
     "report": report,
     "analyze": analyze,
+    "orient": orient,
 }
 
 
@@ -36,8 +46,9 @@ def build_parser() -> argparse.ArgumentParser:
             description=module.__doc__,
             formatter_class=argparse.RawDescriptionHelpFormatter,
         )
-        module.add_arguments(sub)
-        sub.set_defaults(run=module.run)
+        if hasattr(module, "run"):
+            sub.set_defaults(run=module.run)
+        module.add_arguments(sub)  # a command with steps sets each step's own ``run``
     return parser
 
 

@@ -10,6 +10,7 @@ Examples:
   cryohydra reconstruct particles.star -o abinitio
   cryohydra reconstruct particles.cs --datadir stacks/ -o abinitio --downsample 64 --half-sets
   cryohydra reconstruct particles.star -o abinitio --resume
+  cryohydra reconstruct particles.star -o refined --init-poses orient/poses.star
   torchrun --nproc-per-node 4 -m cryohydra reconstruct particles.star -o abinitio --device cuda
 """
 
@@ -133,6 +134,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not try each particle's pose under the map's self-superposition",
     )
+    parser.add_argument(
+        "--init-poses",
+        default=None,
+        metavar="STAR",
+        help="poses of the same particles (e.g. from `cryohydra orient recover`): skip the "
+        "amortized stage and start auto-decoding from them",
+    )
     parser.add_argument("--seed", type=int, default=_DEFAULTS.seed)
     parser.add_argument(
         "--reference-map", default=None, help="a known map: log the FSC against it (benchmarks)"
@@ -194,6 +202,7 @@ def run(args: argparse.Namespace) -> int:
         symmetry=args.symmetry,
         progress=not args.quiet,
         workers=args.workers,
+        init_poses=None if args.init_poses is None else Path(args.init_poses),
     )
     summary = run_job(particles, config, options)
     if "rank" in summary:  # another rank of a torchrun run: rank 0 reports

@@ -40,6 +40,7 @@ import torch
 from cryohydra.io.errors import InputFileError
 from cryohydra.io.mrc import read_map, write_map
 from cryohydra.io.particles import ParticleSet, random_half_split
+from cryohydra.io.read import read_particles
 from cryohydra.io.star import write_star
 from cryohydra.metrics.fsc import masked_fsc, plot_fsc
 from cryohydra.metrics.map_alignment import align_maps
@@ -85,6 +86,7 @@ class JobOptions:
     progress: bool = True
     report: bool = True  # write OUTDIR/report.html at the end
     workers: int = 0  # DataLoader processes reading batches ahead (the result is the same)
+    init_poses: Path | None = None  # a STAR/.cs of the same particles: start auto-decoding there
 
 
 def _atomic_save(state: dict, path: Path) -> None:
@@ -100,7 +102,9 @@ def _prepare_outdir(outdir: Path, options: JobOptions, description: dict) -> Non
         if not marker.exists():
             raise InputFileError(outdir, f"is not a cryohydra run to resume (no {RUN_FILE})")
         previous = json.loads(marker.read_text())
-        if previous.get("config") != description["config"]:
+        if previous.get("config") != description["config"] or previous.get(
+            "init_poses"
+        ) != description.get("init_poses"):
             raise InputFileError(
                 outdir, "was run with other settings; resume with the same options"
             )
@@ -182,6 +186,29 @@ def _evaluator(particles: ParticleSet, reference: _Reference | None, symmetry: S
     return evaluate
 
 
+def read_init_poses(path: Path, particles: ParticleSet) -> tuple[np.ndarray, np.ndarray]:
+    """Poses ``(N, 3, 3)``, ``(N, 2)`` Å of ``--init-poses``: a file (e.g. written by
+    ``cryohydra orient recover``) listing the same images as ``particles``, in the same order."""
+    given = read_particles(path)
+    rotations, shifts = given.require_poses()
+    if len(given) != len(particles):
+        raise InputFileError(
+            path, f"holds {len(given)} particles, the input {particles.source} {len(particles)}"
+        )
+    names = [Path(str(p)).name for p in given.image_paths]
+    ours = [Path(str(p)).name for p in particles.image_paths]
+    same = (np.array(names) == np.array(ours)) & (given.image_indices == particles.image_indices)
+    if not same.all():
+        first = int(np.nonzero(~same)[0][0])
+        raise InputFileError(
+            path,
+            f"row {first + 1} is image {given.image_indices[first] + 1}@{names[first]}, but the "
+            f"input's is {particles.image_indices[first] + 1}@{ours[first]}: not the same "
+            "particles in the same order",
+        )
+    return rotations, shifts
+
+
 def _train(
     particles: ParticleSet,
     config: ReconstructConfig,
@@ -190,9 +217,11 @@ def _train(
     reference: _Reference | None,
     context: Context,
     device: torch.device,
+    init_poses: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> AbInitio:
     """Train (or resume) one run in ``run_dir``; returns the trained run. In a torchrun run
-    every rank trains its shard; rank 0 alone writes the files."""
+    every rank trains its shard; rank 0 alone writes the files. ``init_poses``: start the
+    auto-decoding stage from these poses of ``particles`` (not on resume)."""
     main = context.is_main
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -215,6 +244,8 @@ def _train(
                 if line.strip() and json.loads(line)["epoch"] <= run.epoch:
                     records.append(line)
         log.info("resuming %s after epoch %d (%s)", run_dir, run.epoch, run.stage)
+    elif init_poses is not None:
+        run.start_from_poses(*init_poses)
     if main:
         log_path.write_text("".join(line + "\n" for line in records))
 
@@ -275,6 +306,7 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
             if isinstance(options.symmetry, str)
             else np.asarray(options.symmetry).tolist()
         ),
+        "init_poses": None if options.init_poses is None else str(options.init_poses),
         "symmetry_name": options.symmetry
         if isinstance(options.symmetry, str)
         else (f"{len(options.symmetry)} given operators"),
@@ -291,13 +323,23 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
     if particles.ctf is None:
         log.warning("%s has no CTF parameters: reconstructing without CTF", particles.source)
     reference = None if options.reference_map is None else _Reference(options.reference_map)
+    init = None if options.init_poses is None else read_init_poses(options.init_poses, particles)
     truth = particles.require_poses() if particles.has_poses else None
     bare = particles.with_poses(None, None)
 
     if options.half_sets:
         halves = random_half_split(len(particles), config.seed)
         runs = [
-            _train(particles.subset(h), config, outdir / name, options, reference, context, device)
+            _train(
+                particles.subset(h),
+                config,
+                outdir / name,
+                options,
+                reference,
+                context,
+                device,
+                None if init is None else (init[0][h], init[1][h]),
+            )
             for h, name in zip(halves, ("half_a", "half_b"), strict=True)
         ]
         poses = [r.poses() for r in runs]  # every rank gathers
@@ -313,7 +355,7 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
         training = [_run_summary(r) for r in runs]
         half_split: tuple[np.ndarray, np.ndarray] | None = halves
     else:
-        run = _train(particles, config, outdir, options, reference, context, device)
+        run = _train(particles, config, outdir, options, reference, context, device, init)
         rotations, shifts = run.poses()
         if not context.is_main:
             return {"rank": context.rank}

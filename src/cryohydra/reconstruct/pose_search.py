@@ -33,7 +33,13 @@ from cryohydra.reconstruct.batches import ParticleBatches
 from cryohydra.reconstruct.distributed import Context
 from cryohydra.reconstruct.volume import HartleyVolume
 
-__all__ = ["SearchResult", "best_grid_poses", "grid_errors", "projection_matching"]
+__all__ = [
+    "SearchResult",
+    "best_grid_poses",
+    "grid_errors",
+    "known_pose_map",
+    "projection_matching",
+]
 
 
 def grid_errors(
@@ -91,6 +97,69 @@ def _slices(volume: HartleyVolume, rotations: torch.Tensor, grid: SliceGrid) -> 
     return torch.cat([volume.slices(chunk, grid, hartley) for chunk in chunks])
 
 
+def _reconstruction_grid(grid: SliceGrid, box: int, device) -> SliceGrid:
+    """The points backprojected: a little beyond those compared."""
+    radius = float(torch.linalg.vector_norm(grid.coords[:, :2], dim=-1).max())
+    return SliceGrid.create(box, min(radius + 2, box // 2 - 1), device=device)
+
+
+def _add_to_halves(
+    halves: list[Accumulator],
+    batch,
+    rotations: torch.Tensor,
+    shifts_a: torch.Tensor,
+    data: ParticleBatches,
+    grid: SliceGrid,
+) -> None:
+    """Backproject a batch into two half-sets (even and odd rows), with the CTF."""
+    ctf_params = data.particles.ctf
+    for parity, accumulator in enumerate(halves):
+        members = (batch.rows % 2 == parity).nonzero()[:, 0]
+        rows = batch.rows[members].cpu().numpy()
+        ctf = None if ctf_params is None else CTFBatch.from_params(ctf_params, rows, data.device)
+        accumulator.add(
+            batch.images[members],
+            rotations[members],
+            shifts_a[members],
+            ctf,
+            grid,
+            data.pixel_size_a,
+        )
+
+
+def _sum_over_ranks(halves: list[Accumulator], context: Context) -> None:
+    for accumulator in halves:
+        context.sum(accumulator.numerator)
+        context.sum(accumulator.weights)
+        accumulator.count = int(context.sum_float(accumulator.count))
+
+
+@torch.no_grad()
+def known_pose_map(
+    data: ParticleBatches,
+    rotations: torch.Tensor,
+    shifts_a: torch.Tensor,
+    resolution_a: float,
+    batch_size: int = 512,
+    context: Context | None = None,
+) -> torch.Tensor:
+    """The Wiener-filtered map ``(L, L, L)`` of ``data`` at its working box from the poses
+    ``(N, 3, 3)``, ``(N, 2)`` Å, backprojected up to ``resolution_a`` (the reconstruction of
+    one round of :func:`projection_matching`; sums added over the ranks of a torchrun run)."""
+    context = context or Context()
+    device = shifts_a.device
+    box = data.working_box
+    grid = _reconstruction_grid(data.grid_at(resolution_a), box, device)
+    halves = [Accumulator.zeros(box, device), Accumulator.zeros(box, device)]
+    n = len(data)
+    for start in range(0, n, batch_size):
+        batch = data.load(np.arange(start, min(n, start + batch_size)), grid)
+        rows = batch.rows
+        _add_to_halves(halves, batch, rotations[rows], shifts_a[rows], data, grid)
+    _sum_over_ranks(halves, context)
+    return wiener_maps(*halves, box)[0].to(device)
+
+
 @torch.no_grad()
 def projection_matching(
     volume: HartleyVolume,
@@ -116,12 +185,10 @@ def projection_matching(
     rotations = so3_grid(nside).to(device, torch.float32)
     grid = data.grid_at(resolution_a)
     box = data.working_box
-    radius = float(torch.linalg.vector_norm(grid.coords[:, :2], dim=-1).max())
-    reconstruction_grid = SliceGrid.create(box, min(radius + 2, box // 2 - 1), device=device)
+    reconstruction_grid = _reconstruction_grid(grid, box, device)
     n = len(data)
     index = torch.full((n,), -1, dtype=torch.int64, device=device)
     changed: list[float] = []
-    ctf_params = data.particles.ctf
     for _ in range(rounds):
         slices = _slices(volume, rotations, grid)
         found = torch.empty_like(index)
@@ -132,22 +199,8 @@ def projection_matching(
             spectra = batch.spectra * phase_ramp(batch.frequencies_a, shifts).conj()
             best, _ = best_grid_poses(slices, spectra, batch.ctf)
             found[batch.rows] = best
-            for parity, accumulator in enumerate(halves):
-                members = (batch.rows % 2 == parity).nonzero()[:, 0]
-                rows = batch.rows[members].cpu().numpy()
-                ctf = None if ctf_params is None else CTFBatch.from_params(ctf_params, rows, device)
-                accumulator.add(
-                    batch.images[members],
-                    rotations[best[members]],
-                    shifts[members],
-                    ctf,
-                    reconstruction_grid,
-                    data.pixel_size_a,
-                )
-        for accumulator in halves:
-            context.sum(accumulator.numerator)
-            context.sum(accumulator.weights)
-            accumulator.count = int(context.sum_float(accumulator.count))
+            _add_to_halves(halves, batch, rotations[best], shifts, data, reconstruction_grid)
+        _sum_over_ranks(halves, context)
         n_changed = context.sum_float(float((found != index).sum()))
         changed.append(n_changed / context.sum_float(float(n)))
         index = found

@@ -52,7 +52,7 @@ from cryohydra.reconstruct.objective import (
     undo_half_turn,
     winner_takes_all,
 )
-from cryohydra.reconstruct.pose_search import projection_matching
+from cryohydra.reconstruct.pose_search import known_pose_map, projection_matching
 from cryohydra.reconstruct.pose_table import PoseTable
 from cryohydra.reconstruct.volume import HartleyVolume
 
@@ -421,6 +421,39 @@ class AbInitio:
         self.stage = AUTO_DECODING
         self.switch_epoch = epoch
         return searched
+
+    def start_from_poses(self, rotations: np.ndarray, shifts_a: np.ndarray | None) -> None:
+        """Skip the amortized stage (``--init-poses``): auto-decoding starts from the given
+        poses ``(N, 3, 3)``, ``(N, 2)`` Å (in the order of the particles given to the run;
+        shifts None: zero), the volume being the known-pose reconstruction from them at
+        ``start_resolution_a``. Frequency marching then runs as after a switch at epoch 0."""
+        if self.epoch != 0 or self.stage != AMORTIZED:
+            raise RuntimeError("poses can only be given before the first epoch")
+        if self.config.amortized_only:
+            raise ValueError(f"--init-poses needs the semi-amortized mode, not {self.config.mode}")
+        if shifts_a is None or not self.config.predict_shifts:
+            shifts_a = np.zeros((len(rotations), 2))
+        if self.context.active:
+            rotations, shifts_a = rotations[self.shard], shifts_a[self.shard]
+        config = self.config
+        rotations_t = torch.as_tensor(rotations, dtype=torch.float32, device=self.device)
+        shifts_t = torch.as_tensor(shifts_a, dtype=torch.float32, device=self.device)
+        volume = known_pose_map(
+            self.data, rotations_t, shifts_t, self.loss_resolution_a(1), context=self.context
+        )
+        with torch.no_grad():
+            self.volume.load_map(volume)
+        self.table = PoseTable.create(
+            rotations_t, shifts_t, config.pose_lr_rad, config.pose_lr_shift_a
+        )
+        self.encoder = None
+        self.encoder_optimizer = None
+        self._train_encoder = None
+        self.volume_optimizer = torch.optim.Adam(
+            self.volume.parameters(), lr=config.volume_lr_after_switch
+        )
+        self.stage = AUTO_DECODING
+        self.switch_epoch = 0
 
     # ------------------------------------------------------------------------------------
     # Epochs
