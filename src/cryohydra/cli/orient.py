@@ -189,10 +189,10 @@ def run_recover(args: argparse.Namespace) -> int:
     if "pose_error" in summary:
         one, two = summary["pose_error"]["one_sided"], summary["pose_error"]["two_sided"]
         print(
-            f"Orientation error vs the input's poses: median {one['median_rotation_error_deg']:.1f}° "
+            "Orientation error vs the input's poses: median "
+            f"{one['median_rotation_error_deg']:.1f}° "
             f"(two-sided alignment: {two['median_rotation_error_deg']:.1f}°)"
         )
     if "fsc_vs_reference_a_0.5" in summary:
         print(f"FSC 0.5 vs the reference map: {summary['fsc_vs_reference_a_0.5']:.2f} Å")
     return 0
-

@@ -50,14 +50,20 @@ class TwoSidedAlignment:
         }
 
 
-def _alternate(estimated, true, a, iterations):
-    """Alternating Procrustes from ``a``: each side in closed form given the other."""
+def _alternate(estimated, true, starts, iterations):
+    """Alternating Procrustes from each of ``starts`` ``(S, 3, 3)`` at once: each side in
+    closed form given the other. Returns ``A``, ``B`` ``(S, 3, 3)`` and errors ``(S, N)``."""
+    a = starts
+
+    def best_b(a):
+        return roma.special_procrustes(((a[:, None] @ estimated).mT @ true).sum(1))
+
     for _ in range(iterations):
-        b = roma.special_procrustes(((a @ estimated).transpose(-1, -2) @ true).sum(0))
-        a = roma.special_procrustes((true @ (estimated @ b).transpose(-1, -2)).sum(0).T).T
-    b = roma.special_procrustes(((a @ estimated).transpose(-1, -2) @ true).sum(0))
-    error = geodesic_distance(a @ estimated @ b, true)
-    return a, b, error
+        b = best_b(a)
+        a = roma.special_procrustes((true @ (estimated @ b[:, None]).mT).sum(1))
+    b = best_b(a)
+    aligned = a[:, None] @ estimated @ b[:, None]
+    return a, b, geodesic_distance(aligned, true.expand_as(aligned))
 
 
 def two_sided_alignment(
@@ -76,14 +82,13 @@ def two_sided_alignment(
     if est.shape != tru.shape:
         raise ValueError(f"shapes differ: {tuple(est.shape)} vs {tuple(tru.shape)}")
     best = None
+    starts = so3_grid(starts_nside)
     for inverted in (False, True):
-        candidate = est.transpose(-1, -2) if inverted else est
-        for start in so3_grid(starts_nside):
-            a, b, error = _alternate(candidate, tru, start, iterations)
-            score = float(error.mean())
-            if best is None or score < best[0]:
-                best = (score, a, b, inverted, error)
+        candidate = est.mT if inverted else est
+        a, b, errors = _alternate(candidate, tru, starts, iterations)
+        k = int(errors.mean(dim=1).argmin())
+        score = float(errors[k].mean())
+        if best is None or score < best[0]:
+            best = (score, a[k], b[k], inverted, errors[k])
     _, a, b, inverted, error = best
-    return TwoSidedAlignment(
-        a.numpy(), b.numpy(), inverted, torch.rad2deg(error).numpy()
-    )
+    return TwoSidedAlignment(a.numpy(), b.numpy(), inverted, torch.rad2deg(error).numpy())

@@ -30,7 +30,12 @@ from cryohydra.physics.projector import SliceGrid, project
 from cryohydra.reconstruct.backproject import Accumulator, wiener_maps
 from cryohydra.reconstruct.batches import ParticleBatches
 
-__all__ = ["DetectorConfig", "DetectorSearch", "apply_detector_rotation", "resolve_detector_rotation"]
+__all__ = [
+    "DetectorConfig",
+    "DetectorSearch",
+    "apply_detector_rotation",
+    "resolve_detector_rotation",
+]
 
 
 @dataclass(frozen=True)

@@ -32,14 +32,18 @@ _MAX_COSINE = 1.0 - 1e-6
 def pairwise_rotation_distances(rotations: torch.Tensor) -> torch.Tensor:
     """``(N, N)`` angles (radians) of ``R_i R_j^T`` for rotations ``(N, 3, 3)``."""
     n = rotations.shape[0]
-    return geodesic_distance(rotations[:, None].expand(n, n, 3, 3), rotations[None].expand(n, n, 3, 3))
+    return geodesic_distance(
+        rotations[:, None].expand(n, n, 3, 3), rotations[None].expand(n, n, 3, 3)
+    )
 
 
 def _angle_of_cosine(cosine: torch.Tensor) -> torch.Tensor:
     return 2 * torch.acos(cosine.abs().clamp(max=_MAX_COSINE))
 
 
-def predicted_distances(features_a: torch.Tensor, features_b: torch.Tensor | None = None) -> torch.Tensor:
+def predicted_distances(
+    features_a: torch.Tensor, features_b: torch.Tensor | None = None
+) -> torch.Tensor:
     """``2 arccos |cos(f_i, f_j)|`` for features ``(N, D)`` and ``(M, D)`` -> ``(N, M)``
     (``features_b`` None: all pairs of ``features_a``)."""
     a = torch.nn.functional.normalize(features_a, dim=-1)
@@ -48,7 +52,7 @@ def predicted_distances(features_a: torch.Tensor, features_b: torch.Tensor | Non
 
 
 def paired_predicted_distances(features_a: torch.Tensor, features_b: torch.Tensor) -> torch.Tensor:
-    """``2 arccos |cos(f_i, g_i)|`` row by row for features ``(P, D)`` and ``(P, D)`` -> ``(P,)``."""
+    """``2 arccos |cos(f_i, g_i)|`` row by row: features ``(P, D)`` and ``(P, D)`` -> ``(P,)``."""
     a = torch.nn.functional.normalize(features_a, dim=-1)
     b = torch.nn.functional.normalize(features_b, dim=-1)
     return _angle_of_cosine((a * b).sum(dim=-1))

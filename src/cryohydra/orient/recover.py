@@ -26,7 +26,14 @@ from cryohydra.orient.distances import paired_predicted_distances, quaternion_di
 from cryohydra.orient.network import DistanceEncoder
 from cryohydra.reconstruct.batches import ParticleBatches
 
-__all__ = ["RecoverConfig", "Recovery", "embed", "feature_distances", "recover_orientations"]
+__all__ = [
+    "RecoverConfig",
+    "Recovery",
+    "embed",
+    "feature_distances",
+    "recover_orientations",
+    "spectral_start",
+]
 
 DistanceFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -75,7 +82,9 @@ class RecoverConfig:
         patience: stop after this many evaluations without a relative improvement of
             ``min_improvement``, or once the held-out loss is below ``tolerance`` (rad^2).
         validation_pairs: size of the held-out pair set.
-        restarts: independent random starts; the one of the lowest held-out loss is kept.
+        restarts: independent starts (the first spectral, see :func:`spectral_start`, unless
+            ``spectral_anchors`` is 0; the others random); the lowest held-out loss is kept.
+        spectral_anchors: images on which the spectral start is computed (0: random start).
         seed: seeds the starts and the pairs.
     """
 
@@ -88,6 +97,7 @@ class RecoverConfig:
     tolerance: float = 1e-10
     validation_pairs: int = 50000
     restarts: int = 1
+    spectral_anchors: int = 4000
     seed: int = 0
 
 
@@ -112,9 +122,80 @@ def _random_pairs(n: int, count: int, generator: torch.Generator, device):
     return i, j
 
 
-def _fit_once(n, distance, config, generator, device) -> Recovery:
+def _distance_block(distance: DistanceFunction, rows: torch.Tensor, columns: torch.Tensor):
+    """``(len(rows), len(columns))`` distances, about a million pairs at a time."""
+    out = []
+    step = max(1, 2**20 // len(columns))
+    for start in range(0, len(rows), step):
+        block = rows[start : start + step]
+        i = block[:, None].expand(-1, len(columns)).reshape(-1)
+        j = columns[None].expand(len(block), -1).reshape(-1)
+        out.append(distance(i, j).reshape(len(block), len(columns)))
+    return torch.cat(out)
+
+
+def _top_eigenvectors(matrix: torch.Tensor, k: int, generator, iterations: int = 50):
+    """The ``k`` leading eigenpairs of a symmetric matrix by subspace iteration."""
+    basis = torch.randn(matrix.shape[0], 2 * k, generator=generator, dtype=matrix.dtype)
+    for _ in range(iterations):
+        basis, _ = torch.linalg.qr(matrix @ basis)
+    values, vectors = torch.linalg.eigh(basis.T @ matrix @ basis)
+    order = values.argsort(descending=True)[:k]
+    return values[order], basis @ vectors[:, order]
+
+
+def _round_to_rotations(embedding: torch.Tensor, generator, restarts: int = 10, iterations=100):
+    """Rotations ``(N, 3, 3)`` whose flattened matrices best match ``embedding`` ``(N, 9)``
+    up to one orthogonal ``O`` of R^9: alternate the nearest rotation of each row of
+    ``embedding O`` with the Procrustes solution for ``O``, from random starts."""
+    best = None
+    for _ in range(restarts):
+        q, _ = torch.linalg.qr(torch.randn(9, 9, generator=generator, dtype=embedding.dtype))
+        for _ in range(iterations):
+            rotations = roma.special_procrustes((embedding @ q).reshape(-1, 3, 3))
+            u, _, vt = torch.linalg.svd(embedding.T @ rotations.reshape(-1, 9))
+            previous, q = q, u @ vt
+            if torch.allclose(q, previous, atol=1e-7):
+                break
+        rotations = roma.special_procrustes((embedding @ q).reshape(-1, 3, 3))
+        residual = float(((embedding @ q - rotations.reshape(-1, 9)) ** 2).sum())
+        if best is None or residual < best[0]:
+            best = (residual, rotations)
+    return best[1]
+
+
+def spectral_start(
+    n: int, distance: DistanceFunction, anchors: int, generator: torch.Generator
+) -> torch.Tensor:
+    """Starting rotations ``(N, 3, 3)`` from the distances in closed form.
+
+    ``tr(R_i^T R_j) = 1 + 2 cos d_ij`` is the Gram matrix of the flattened rotations, of rank
+    9: its leading eigenvectors give the flattened rotations up to an orthogonal transform of
+    R^9 (which contains ``R -> A R B`` and ``R -> R^T``), fixed by rounding the rows to
+    rotations. The matrix is formed on ``anchors`` random images; the others are placed from
+    their distances to the anchors (Nystrom extension).
+    """
+    order = torch.randperm(n, generator=generator)
+    anchor = order[: min(n, anchors)]
+    gram = 1 + 2 * torch.cos(_distance_block(distance, anchor, anchor).double())
+    values, vectors = _top_eigenvectors(gram, 9, generator)
+    values = values.clamp(min=1e-6)
+    embedding = torch.empty(n, 9, dtype=torch.float64)
+    embedding[anchor] = vectors * values.sqrt()
+    rest = order[len(anchor) :]
+    if len(rest):
+        cross = 1 + 2 * torch.cos(_distance_block(distance, rest, anchor).double())
+        embedding[rest] = cross @ vectors / values.sqrt()
+    return _round_to_rotations(embedding, generator)
+
+
+def _fit_once(n, distance, config, generator, device, start=None) -> Recovery:
     began = time.perf_counter()
-    quaternions = torch.randn(n, 4, generator=generator).to(device).requires_grad_(True)
+    if start is None:
+        quaternions = torch.randn(n, 4, generator=generator)
+    else:
+        quaternions = roma.rotmat_to_unitquat(start.double()).float()
+    quaternions = quaternions.to(device).requires_grad_(True)
     optimizer = torch.optim.Adam([quaternions], lr=config.lr)
     val_i, val_j = _random_pairs(n, config.validation_pairs, generator, device)
     with torch.no_grad():
@@ -163,7 +244,10 @@ def recover_orientations(
     if n < 3:
         raise ValueError("at least three images are needed")
     generator = torch.Generator().manual_seed(config.seed)
-    fits = [_fit_once(n, distance, config, generator, device) for _ in range(config.restarts)]
+    starts: list[torch.Tensor | None] = [None] * config.restarts
+    if config.spectral_anchors > 0:
+        starts[0] = spectral_start(n, distance, config.spectral_anchors, generator)
+    fits = [_fit_once(n, distance, config, generator, device, start) for start in starts]
     best = min(fits, key=lambda fit: fit.final_loss)
     best.seconds = sum(fit.seconds for fit in fits)
     return best

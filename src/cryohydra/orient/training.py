@@ -230,8 +230,12 @@ def train_distance_network(
     start_epoch = 0
     if resume and paths["checkpoint.pt"].exists():
         state = torch.load(paths["checkpoint.pt"], map_location=device, weights_only=False)
-        if state["config"] != asdict(config):
-            raise ValueError(f"{paths['checkpoint.pt']}: was made with other settings")
+        previous = {k: v for k, v in state["config"].items() if k != "epochs"}
+        if previous != {k: v for k, v in asdict(config).items() if k != "epochs"}:
+            raise ValueError(
+                f"{paths['checkpoint.pt']}: was made with other settings (only --epochs may "
+                "change on --resume)"
+            )
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         history, best, start_epoch = state["history"], state["best"], state["epoch"]

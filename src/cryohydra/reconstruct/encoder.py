@@ -32,7 +32,14 @@ from torch import nn
 from cryohydra.geometry.rotations import sixd_to_matrix
 from cryohydra.physics.fourier import fft2_centered, frequency_grid_2d, ifft2_centered
 
-__all__ = ["BACKBONES", "GaussianPyramid", "build_backbone", "MultiHeadMLP", "PoseEncoder", "normalise_images"]
+__all__ = [
+    "BACKBONES",
+    "GaussianPyramid",
+    "build_backbone",
+    "MultiHeadMLP",
+    "PoseEncoder",
+    "normalise_images",
+]
 
 # Channel plan of each backbone: numbers are 3x3 conv+BN+ReLU layers, "M" a 2x2 max pool.
 BACKBONES: dict[str, list[int | str]] = {
@@ -145,7 +152,9 @@ class PoseEncoder(nn.Module):
             raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
         self.n_heads = n_heads
         self.pyramid = GaussianPyramid(box_size, sigmas_px)
-        self.features, channels, pools = build_backbone(BACKBONES[backbone], self.pyramid.n_channels)
+        self.features, channels, pools = build_backbone(
+            BACKBONES[backbone], self.pyramid.n_channels
+        )
         side = box_size // 2**pools
         if side < 1:
             raise ValueError(f"box {box_size} px is too small for the {backbone} backbone")
