@@ -10,7 +10,7 @@ import roma
 import torch
 
 from cryohydra.cli.main import main as cli
-from cryohydra.geometry.rotations import geodesic_distance, random_rotations
+from cryohydra.geometry.rotations import random_rotations
 from cryohydra.io.star import read_star
 from cryohydra.metrics.pose_error import pose_errors, symmetry_group
 from cryohydra.metrics.two_sided import two_sided_alignment
@@ -26,7 +26,7 @@ from cryohydra.orient.distances import (
     predicted_distances,
     quaternion_distances,
 )
-from cryohydra.orient.recover import RecoverConfig, recover_orientations
+from cryohydra.orient.recover import RecoverConfig, recover_orientations, spectral_start
 from cryohydra.orient.training import load_model, symmetric_distances
 from cryohydra.reconstruct.batches import ParticleBatches
 
@@ -47,7 +47,9 @@ def test_quaternion_and_feature_distances_are_rotation_angles():
     quaternions = quaternions * signs  # q and -q are the same rotation
     angles = pairwise_rotation_distances(rotations)
     i, j = torch.triu_indices(50, 50, 1)
-    assert torch.allclose(quaternion_distances(quaternions[i], quaternions[j]), angles[i, j], atol=1e-5)
+    assert torch.allclose(
+        quaternion_distances(quaternions[i], quaternions[j]), angles[i, j], atol=1e-5
+    )
     # Unit features that are quaternions give the same distances through the network's rule.
     predicted = predicted_distances(quaternions * 3.0)  # any scale: features are normalised
     assert torch.allclose(predicted[i, j], angles[i, j], atol=1e-5)
@@ -88,17 +90,25 @@ def test_symmetric_distances_are_zero_between_symmetry_mates():
 # ------------------------------------------------------------------------------------------
 
 
-def test_recovery_from_exact_distances_is_exact_up_to_the_two_sided_ambiguity():
+@pytest.mark.parametrize("anchors", [0, 100])  # random start; spectral start with Nystrom
+def test_recovery_from_exact_distances_is_exact_up_to_the_two_sided_ambiguity(anchors):
     true = _rotations(150, 4)
     exact = pairwise_rotation_distances(true).float()
-    found = recover_orientations(
-        150, lambda i, j: exact[i, j], RecoverConfig(pairs_per_step=4096, validation_pairs=4000)
-    )
+    config = RecoverConfig(pairs_per_step=4096, validation_pairs=4000, spectral_anchors=anchors)
+    found = recover_orientations(150, lambda i, j: exact[i, j], config)
     two_sided = two_sided_alignment(found.rotations, true)
     assert two_sided.median_rotation_error_deg < 0.5
     assert found.final_loss < 1e-4
     # The one-sided error (what a map would see) is not small: A is still unknown.
     assert pose_errors(found.rotations, true).median_rotation_error_deg > 10
+
+
+def test_spectral_start_alone_recovers_noisy_distances():
+    true = _rotations(400, 10)
+    noise = torch.randn(400, 400, generator=torch.Generator().manual_seed(11)) * 0.1
+    noisy = (pairwise_rotation_distances(true).float() + (noise + noise.T) / 2).clamp(0, math.pi)
+    start = spectral_start(400, lambda i, j: noisy[i, j], 400, torch.Generator().manual_seed(0))
+    assert two_sided_alignment(start, true).median_rotation_error_deg < 5.0
 
 
 def test_two_sided_alignment_finds_planted_sides_and_inversion():
@@ -229,5 +239,17 @@ def test_recover_refuses_images_smaller_than_the_network(simulated_set, tmp_path
     assert cli(args + ["--box", "32", "--epochs", "1", "--batch-size", "32"]) == 0
     small = simulated_set(n_particles=64, box_size=16, pixel_size_a=14.0, seed=36)
     out = tmp_path / "r"
-    assert cli(["orient", "recover", str(net / "model.pt"), str(small / "particles.star"), "-o", str(out)]) == 2
+    assert (
+        cli(
+            [
+                "orient",
+                "recover",
+                str(net / "model.pt"),
+                str(small / "particles.star"),
+                "-o",
+                str(out),
+            ]
+        )
+        == 2
+    )
     assert "needs at least 32 px" in capsys.readouterr().err
