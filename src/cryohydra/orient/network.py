@@ -11,12 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cryohydra.reconstruct.encoder import (
-    BACKBONES,
-    GaussianPyramid,
-    build_backbone,
-    normalise_images,
-)
+from cryohydra.reconstruct.encoder import build_front_end, normalise_images
 
 __all__ = ["DistanceEncoder"]
 
@@ -33,19 +28,11 @@ class DistanceEncoder(nn.Module):
         sigmas_px: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0),
     ) -> None:
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
         self.box_size = box_size
-        self.pyramid = GaussianPyramid(box_size, sigmas_px)
-        self.features, channels, pools = build_backbone(
-            BACKBONES[backbone], self.pyramid.n_channels
-        )
-        side = box_size // 2**pools
-        if side < 1:
-            raise ValueError(f"box {box_size} px is too small for the {backbone} backbone")
+        self.pyramid, self.features, n_features = build_front_end(box_size, backbone, sigmas_px)
         self.head = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(channels * side * side, hidden),
+            nn.Linear(n_features, hidden),
             nn.ReLU(inplace=True),
             nn.Linear(hidden, feature_dim),
         )

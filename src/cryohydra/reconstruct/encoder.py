@@ -36,6 +36,7 @@ __all__ = [
     "BACKBONES",
     "GaussianPyramid",
     "build_backbone",
+    "build_front_end",
     "MultiHeadMLP",
     "PoseEncoder",
     "normalise_images",
@@ -134,6 +135,21 @@ class MultiHeadMLP(nn.Module):
         return torch.einsum("bmi,mio->bmo", x, self.w3) + self.b3
 
 
+def build_front_end(
+    box_size: int, backbone: str, sigmas_px: tuple[float, ...]
+) -> tuple[GaussianPyramid, nn.Sequential, int]:
+    """The pyramid and CNN backbone shared by the encoders, and the length of the flattened
+    features they give for a ``box_size`` image."""
+    if backbone not in BACKBONES:
+        raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
+    pyramid = GaussianPyramid(box_size, sigmas_px)
+    features, channels, pools = build_backbone(BACKBONES[backbone], pyramid.n_channels)
+    side = box_size // 2**pools
+    if side < 1:
+        raise ValueError(f"box {box_size} px is too small for the {backbone} backbone")
+    return pyramid, features, channels * side * side
+
+
 class PoseEncoder(nn.Module):
     """Images ``(B, L, L)`` -> rotations ``(B, M, 3, 3)`` and shifts ``(B, M, 2)`` in Å."""
 
@@ -148,17 +164,9 @@ class PoseEncoder(nn.Module):
         sigmas_px: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0),
     ) -> None:
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}; choose from {sorted(BACKBONES)}")
         self.n_heads = n_heads
-        self.pyramid = GaussianPyramid(box_size, sigmas_px)
-        self.features, channels, pools = build_backbone(
-            BACKBONES[backbone], self.pyramid.n_channels
-        )
-        side = box_size // 2**pools
-        if side < 1:
-            raise ValueError(f"box {box_size} px is too small for the {backbone} backbone")
-        self.heads = MultiHeadMLP(n_heads, channels * side * side, hidden, 8)
+        self.pyramid, self.features, n_features = build_front_end(box_size, backbone, sigmas_px)
+        self.heads = MultiHeadMLP(n_heads, n_features, hidden, 8)
         with torch.no_grad():  # start with small shifts
             self.heads.w3[..., 6:] *= 0.01
         default = 0.1 * box_size * pixel_size_a

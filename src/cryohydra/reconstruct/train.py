@@ -408,19 +408,24 @@ class AbInitio:
             )
             rotations = found.rotations
             searched = {"changed": found.changed, "seconds": found.seconds}
+        self._enter_auto_decoding(rotations, self.table.shifts_a, epoch)
+        return searched
+
+    def _enter_auto_decoding(self, rotations: torch.Tensor, shifts_a, epoch: int) -> None:
+        """The pose table from these poses; the encoder dropped; a fresh volume optimiser (the
+        volume was replaced, so the old moments are stale) at the after-switch rate."""
+        config = self.config
         self.table = PoseTable.create(
-            rotations, self.table.shifts_a, config.pose_lr_rad, config.pose_lr_shift_a
+            rotations, shifts_a, config.pose_lr_rad, config.pose_lr_shift_a
         )
         self.encoder = None
         self.encoder_optimizer = None
         self._train_encoder = None
-        # A fresh optimiser: the search replaced the volume, so the old moments are stale.
         self.volume_optimizer = torch.optim.Adam(
             self.volume.parameters(), lr=config.volume_lr_after_switch
         )
         self.stage = AUTO_DECODING
         self.switch_epoch = epoch
-        return searched
 
     def start_from_poses(self, rotations: np.ndarray, shifts_a: np.ndarray | None) -> None:
         """Skip the amortized stage (``--init-poses``): auto-decoding starts from the given
@@ -435,7 +440,6 @@ class AbInitio:
             shifts_a = np.zeros((len(rotations), 2))
         if self.context.active:
             rotations, shifts_a = rotations[self.shard], shifts_a[self.shard]
-        config = self.config
         rotations_t = torch.as_tensor(rotations, dtype=torch.float32, device=self.device)
         shifts_t = torch.as_tensor(shifts_a, dtype=torch.float32, device=self.device)
         volume = known_pose_map(
@@ -443,17 +447,7 @@ class AbInitio:
         )
         with torch.no_grad():
             self.volume.load_map(volume)
-        self.table = PoseTable.create(
-            rotations_t, shifts_t, config.pose_lr_rad, config.pose_lr_shift_a
-        )
-        self.encoder = None
-        self.encoder_optimizer = None
-        self._train_encoder = None
-        self.volume_optimizer = torch.optim.Adam(
-            self.volume.parameters(), lr=config.volume_lr_after_switch
-        )
-        self.stage = AUTO_DECODING
-        self.switch_epoch = 0
+        self._enter_auto_decoding(rotations_t, shifts_t, 0)
 
     # ------------------------------------------------------------------------------------
     # Epochs
