@@ -253,3 +253,37 @@ def test_recover_refuses_images_smaller_than_the_network(simulated_set, tmp_path
         == 2
     )
     assert "needs at least 32 px" in capsys.readouterr().err
+
+
+def test_training_batches_get_fresh_noise_at_the_stated_snr(simulated_set):
+    from cryohydra.orient.training import TrainingSet
+
+    clean = read_star(simulated_set(n_particles=64, snr=math.inf, seed=37) / "particles.star")
+    data = TrainingSet.from_particles("clean", clean, 16, snr=0.25)
+    assert data.images.shape[-1] == 32  # noise goes in at the stored box, then the crop
+    generator = torch.Generator().manual_seed(0)
+    rows = np.arange(64)
+    first, second = data.batch(rows, generator), data.batch(rows, generator)
+    assert first.shape == (64, 16, 16)
+    assert not torch.allclose(first, second)  # new noise every batch
+    stored = data.images
+    signal = stored.var(dim=(-2, -1), unbiased=False).mean()
+    noise = (data.images + data.noise_std * torch.randn(stored.shape) - stored).var()
+    assert float(signal / noise) == pytest.approx(0.25, rel=0.05)
+    as_stored = TrainingSet.from_particles("clean", clean, 16)
+    assert as_stored.noise_std == 0 and torch.equal(as_stored.batch(rows), as_stored.batch(rows))
+
+
+def test_train_from_structures_simulates_clean_sets_once(tmp_path):
+    from cryohydra.data import default_structure
+
+    out = tmp_path / "net"
+    args = ["orient", "train", "-o", str(out), "--structure", f"{default_structure()}:14"]
+    args += ["--snr", "1", "--snr", "0.1", "-n", "80", "--sim-box", "16", "--box", "16"]
+    assert cli(args + ["--epochs", "1", "--batch-size", "16"]) == 0
+    training = json.loads((out / "training.json").read_text())
+    names = [s["name"] for s in training["training_sets"]]
+    assert names == ["6uo9_snr1", "6uo9_snr0.1"]
+    assert [s["noise"] for s in training["training_sets"]] == ["fresh, SNR 1", "fresh, SNR 0.1"]
+    simulated = json.loads((out / "data" / "6uo9" / "simulation.json").read_text())
+    assert simulated["snr"] is None and simulated["pixel_size_a"] == 14

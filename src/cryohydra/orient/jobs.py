@@ -77,46 +77,51 @@ def simulate_training_sets(
     datadir: Path,
     log=print,
 ) -> list[tuple[str, Path, dict]]:
-    """Simulate every structure at every SNR into ``datadir/<name>_snr<snr>`` (a set already
-    simulated with the same settings is reused). Returns ``(name, star, info)`` per set."""
+    """Simulate every structure once, without noise, into ``datadir/<name>`` (a set already
+    simulated with the same settings is reused); training adds fresh noise at each of
+    ``snrs`` to every batch (:class:`~cryohydra.orient.training.TrainingSet`). Returns
+    ``(name, star, info)`` per structure and SNR."""
     sets = []
     for k, spec in enumerate(structures):
         pixel = spec.pixel_size_a
         if pixel is None and spec.path.suffix.lower() in MODEL_SUFFIXES:
             pixel = fitting_pixel_size_a(spec.path, base.box_size)
+        config = SimulationConfig(
+            **{
+                **asdict(base),
+                "structure": str(spec.path),
+                "pixel_size_a": pixel,
+                "snr": math.inf,
+                "seed": base.seed + 1000 * k,
+            }
+        )
+        folder = datadir / spec.name
+        log_path = folder / "simulation.json"
+        if log_path.exists():
+            done = json.loads(log_path.read_text())["config"]
+            wanted = {key: (None if v == math.inf else v) for key, v in asdict(config).items()}
+            if done != wanted:
+                raise ValueError(f"{folder} holds a set simulated with other settings")
+            log(f"reusing {folder}")
+        else:
+            log(f"simulating {spec.name} ({config.n_particles} clean images) into {folder}")
+            simulate(config, folder, progress=False)
         for snr in snrs:
             label = "inf" if math.isinf(snr) else f"{snr:g}"
-            name = f"{spec.name}_snr{label}"
-            config = SimulationConfig(
-                **{
-                    **asdict(base),
-                    "structure": str(spec.path),
-                    "pixel_size_a": pixel,
-                    "snr": snr,
-                    "seed": base.seed + 1000 * k + int(1000 * min(snr, 1000)),
-                }
-            )
-            folder = datadir / name
-            log_path = folder / "simulation.json"
-            if log_path.exists():
-                done = json.loads(log_path.read_text())["config"]
-                wanted = {key: (None if v == math.inf else v) for key, v in asdict(config).items()}
-                if done == wanted:
-                    log(f"reusing {folder}")
-                    sets.append((name, folder / "particles.star", {"snr": snr, "simulated": True}))
-                    continue
-                raise ValueError(f"{folder} holds a set simulated with other settings")
-            log(f"simulating {name} ({config.n_particles} images) into {folder}")
-            simulate(config, folder, progress=False)
-            sets.append((name, folder / "particles.star", {"snr": snr, "simulated": True}))
+            info = {"snr": snr, "simulated": True}
+            sets.append((f"{spec.name}_snr{label}", folder / "particles.star", info))
     return sets
 
 
 def load_training_sets(
     entries: list[tuple[str, Path, dict]], box_size: int, symmetry: str = "C1"
 ) -> list[TrainingSet]:
+    """The sets of :func:`simulate_training_sets` (clean, with fresh noise at their SNR) and
+    given ones (``info["snr"]`` absent: used as stored)."""
     return [
-        TrainingSet.from_particles(name, read_particles(star), box_size, symmetry, info=info)
+        TrainingSet.from_particles(
+            name, read_particles(star), box_size, symmetry, snr=info.get("snr"), info=info
+        )
         for name, star, info in entries
     ]
 
