@@ -228,65 +228,75 @@ def case_same(snr: float, case: str) -> list[dict]:
     return [_row(case, f"5J0N, {label}, no CTF", f"5J0N, {label}", training, found)]
 
 
+def _label(snr: float) -> str:
+    return "noiseless" if math.isinf(snr) else f"SNR {snr:.4g}"
+
+
+MODELS_BY_SNR = {math.inf: "same_noiseless", 1.0: "same_snr1", PUBLISHED_SNR: "same_noisy"}
+
+
+def _same_protein_model(snr: float) -> tuple[Path, dict]:
+    return train(MODELS_BY_SNR[snr], [("5j0n", clean("5j0n", N_TRAIN, seed=11), snr)])
+
+
 def case_noise_mismatch() -> list[dict]:
+    """Models trained at each SNR (noiseless, 1, 1/16) tested at each of them."""
     rows = []
-    noisy, noisy_training = train(
-        "same_noisy", [("5j0n", clean("5j0n", N_TRAIN, seed=11), PUBLISHED_SNR)]
-    )
-    for snr in (math.inf, 1.0, 0.25, 1 / 64):
-        star = dataset("5j0n", snr, N_TEST, seed=13)
-        label = "noiseless" if math.isinf(snr) else f"SNR {snr:.4g}"
-        found = recover(
-            f"mismatch_noisy_on_{label.replace(' ', '')}", noisy, star, reference=ground_truth(star)
-        )
-        rows.append(
-            _row("noise_mismatch", "5J0N, SNR 0.0625", f"5J0N, {label}", noisy_training, found)
-        )
-    noiseless, noiseless_training = train(
-        "same_noiseless", [("5j0n", clean("5j0n", N_TRAIN, seed=11), math.inf)]
-    )
-    star = dataset("5j0n", PUBLISHED_SNR, N_TEST, seed=12)
-    found = recover("mismatch_noiseless_on_noisy", noiseless, star, reference=ground_truth(star))
-    rows.append(
-        _row("noise_mismatch", "5J0N, noiseless", "5J0N, SNR 0.0625", noiseless_training, found)
-    )
+    for trained_snr, model_name in MODELS_BY_SNR.items():
+        model, training = _same_protein_model(trained_snr)
+        for snr in MODELS_BY_SNR:
+            star = dataset("5j0n", snr, N_TEST, seed=12)
+            same = snr == trained_snr and model_name != "same_snr1"
+            tag = model_name if same else f"{model_name}_on_{_label(snr).replace(' ', '')}"
+            found = recover(tag, model, star, reference=ground_truth(star))
+            rows.append(
+                _row(
+                    "noise_mismatch",
+                    f"5J0N, {_label(trained_snr)}",
+                    f"5J0N, {_label(snr)}",
+                    training,
+                    found,
+                )
+            )
     return rows
 
 
 def case_preferred() -> list[dict]:
-    model, training = train(
-        "same_noisy", [("5j0n", clean("5j0n", N_TRAIN, seed=11), PUBLISHED_SNR)]
-    )
-    star = dataset("5j0n", PUBLISHED_SNR, N_TEST, seed=14, orientations="preferred")
-    found = recover("preferred", model, star, reference=ground_truth(star))
-    return [
-        _row(
-            "preferred",
-            "5J0N, SNR 0.0625, uniform",
-            "5J0N, SNR 0.0625, 3 preferred views (kappa 20)",
-            training,
-            found,
+    """Models trained on uniform orientations, tested on 3 preferred views (kappa 20)."""
+    rows = []
+    for snr in (math.inf, 1.0):
+        model, training = _same_protein_model(snr)
+        star = dataset("5j0n", snr, N_TEST, seed=14, orientations="preferred")
+        found = recover(
+            f"preferred_{_label(snr).replace(' ', '')}", model, star, reference=ground_truth(star)
         )
-    ]
+        rows.append(
+            _row(
+                "preferred",
+                f"5J0N, {_label(snr)}, uniform",
+                f"5J0N, {_label(snr)}, 3 preferred views (kappa 20)",
+                training,
+                found,
+            )
+        )
+    return rows
 
 
 def case_ctf() -> list[dict]:
     train_star = clean("5j0n", N_TRAIN, seed=15, ctf=True)
-    test_star = dataset("5j0n", PUBLISHED_SNR, N_TEST, seed=16, ctf=True)
-    model, training = train("ctf", [("5j0n", train_star, PUBLISHED_SNR)])
-    found = recover("ctf", model, test_star, reference=ground_truth(test_star))
-    return [_row("ctf", "5J0N, SNR 0.0625, CTF", "5J0N, SNR 0.0625, CTF", training, found)]
+    test_star = dataset("5j0n", 1.0, N_TEST, seed=16, ctf=True)
+    model, training = train("ctf_snr1", [("5j0n", train_star, 1.0)])
+    found = recover("ctf_snr1", model, test_star, reference=ground_truth(test_star))
+    return [_row("ctf", "5J0N, SNR 1, CTF", "5J0N, SNR 1, CTF", training, found)]
 
 
 def case_transfer() -> list[dict]:
-    stars = [
-        (m.split(".")[0], clean(m, N_TRAIN // 2, seed=17), PUBLISHED_SNR) for m in TRANSFER_MODELS
-    ]
-    model, training = train("transfer", stars)
-    star = dataset("5j0n", PUBLISHED_SNR, N_TEST, seed=12)
-    found = recover("transfer", model, star, reference=ground_truth(star))
+    stars = [(m.split(".")[0], clean(m, N_TRAIN // 2, seed=17), math.inf) for m in TRANSFER_MODELS]
+    model, training = train("transfer_noiseless", stars)
+    star = dataset("5j0n", math.inf, N_TEST, seed=12)
+    found = recover("transfer_noiseless", model, star, reference=ground_truth(star))
     names = ", ".join(name.upper() for name, _, _ in stars)
-    return [_row("transfer", f"{names}; SNR 0.0625", "5J0N (unseen), SNR 0.0625", training, found)]
+    return [_row("transfer", f"{names}; noiseless", "5J0N (unseen), noiseless", training, found)]
 
 
 def case_head_to_head() -> list[dict]:
