@@ -144,10 +144,10 @@ def _top_eigenvectors(matrix: torch.Tensor, k: int, generator, iterations: int =
     return values[order], basis @ vectors[:, order]
 
 
-def _round_to_rotations(embedding: torch.Tensor, generator, restarts: int = 10, iterations=100):
-    """Rotations ``(N, 3, 3)`` whose flattened matrices best match ``embedding`` ``(N, 9)``
-    up to one orthogonal ``O`` of R^9: alternate the nearest rotation of each row of
-    ``embedding O`` with the Procrustes solution for ``O``, from random starts."""
+def _rounding_transform(embedding: torch.Tensor, generator, restarts: int = 40, iterations=100):
+    """The orthogonal ``O`` ``(9, 9)`` making the rows of ``embedding @ O`` (``(N, 9)``) closest
+    to flattened rotations: alternate the nearest rotation of each row with the Procrustes
+    solution for ``O``, from random starts (one start can stall in a local optimum)."""
     best = None
     for _ in range(restarts):
         q, _ = torch.linalg.qr(torch.randn(9, 9, generator=generator, dtype=embedding.dtype))
@@ -160,7 +160,7 @@ def _round_to_rotations(embedding: torch.Tensor, generator, restarts: int = 10, 
         rotations = roma.special_procrustes((embedding @ q).reshape(-1, 3, 3))
         residual = float(((embedding @ q - rotations.reshape(-1, 9)) ** 2).sum())
         if best is None or residual < best[0]:
-            best = (residual, rotations)
+            best = (residual, q)
     return best[1]
 
 
@@ -171,9 +171,9 @@ def spectral_start(
 
     ``tr(R_i^T R_j) = 1 + 2 cos d_ij`` is the Gram matrix of the flattened rotations, of rank
     9: its leading eigenvectors give the flattened rotations up to an orthogonal transform of
-    R^9 (which contains ``R -> A R B`` and ``R -> R^T``), fixed by rounding the rows to
-    rotations. The matrix is formed on ``anchors`` random images; the others are placed from
-    their distances to the anchors (Nystrom extension).
+    R^9 (which contains ``R -> A R B`` and ``R -> R^T``), fixed by rounding the anchors' rows
+    to rotations. The matrix is formed on ``anchors`` random images; the others are placed
+    from their distances to the anchors (Nystrom extension).
     """
     order = torch.randperm(n, generator=generator)
     anchor = order[: min(n, anchors)]
@@ -186,7 +186,8 @@ def spectral_start(
     if len(rest):
         cross = 1 + 2 * torch.cos(_distance_block(distance, rest, anchor).double())
         embedding[rest] = cross @ vectors / values.sqrt()
-    return _round_to_rotations(embedding, generator)
+    rounding = _rounding_transform(embedding[anchor], generator)
+    return roma.special_procrustes((embedding @ rounding).reshape(-1, 3, 3))
 
 
 def _fit_once(n, distance, config, generator, device, start=None) -> Recovery:
