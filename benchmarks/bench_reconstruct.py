@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -39,7 +38,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import RESULTS, write_results  # noqa: E402
+from common import RESULTS, commit, write_results  # noqa: E402
 from cryohydra.io.star import read_star  # noqa: E402
 from cryohydra.reconstruct.config import ReconstructConfig  # noqa: E402
 from cryohydra.reconstruct.job import RUN_FILE, JobOptions, run_job  # noqa: E402
@@ -72,24 +71,6 @@ def _setting(mode: str, switch: str, overrides: dict | None = None) -> str:
     return name + "".join(f"_{k}-{v}" for k, v in sorted((overrides or {}).items()))
 
 
-def _commit() -> str:
-    """The code a run used: the git commit, ``+changes`` when the tree differs from it."""
-    root = Path(__file__).resolve().parent.parent
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "src"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-        ).stdout.strip()
-    except OSError:
-        return "unknown"
-    return head + ("+changes" if dirty else "")
-
-
 def run_one(dataset, mode: str, switch: str, args) -> dict:
     overrides = _overrides(args.set)
     setting = _setting(mode, switch, overrides)
@@ -110,7 +91,7 @@ def run_one(dataset, mode: str, switch: str, args) -> dict:
         progress=not args.quiet,
     )
     start = time.perf_counter()
-    commit = _commit()
+    code = commit()
     summary = run_job(read_star(dataset.star), config, options)
     errors = summary["pose_error"]
     known = _known_pose().get(dataset.name, {})
@@ -120,7 +101,7 @@ def run_one(dataset, mode: str, switch: str, args) -> dict:
         "setting": setting,
         "mode": mode,
         "overrides": overrides,
-        "commit": commit,
+        "commit": code,
         "switch": switch,
         "switch_epoch": summary["training"][0]["switch_epoch"],
         "epochs": args.epochs,
