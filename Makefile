@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 DEMO_DIR ?= demo_output
 
-.PHONY: setup demo test test-slow lint bench clean
+.PHONY: setup demo test test-slow lint bench compare clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench_simulate_projector.py
+
+# cryohydra, cryoDRGN and ASPIRE side by side (installs the peers into their own environments
+# under benchmarks/work/peers; about an hour on 2 cores; see benchmarks/compare.py).
+compare: $(STAMP)
+	$(PY) benchmarks/compare.py
 
 clean:
 	rm -rf $(VENV) $(DEMO_DIR) build *.egg-info
