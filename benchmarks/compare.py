@@ -48,7 +48,7 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import matplotlib
@@ -135,10 +135,8 @@ def make_data(snr: float, n: int) -> Data:
     name = f"{MODEL}_64px_centred_snr{snr:g}_{n}"
     folder = WORK / "datasets" / name
     if not (folder / "simulation.json").exists():
-        settings = config(MODEL, shifted=False, n_particles=n)
-        simulate(
-            type(settings)(**{**settings.__dict__, "snr": snr}), folder, force=True, progress=False
-        )
+        settings = replace(config(MODEL, shifted=False, n_particles=n), snr=snr)
+        simulate(settings, folder, force=True, progress=False)
     data = Data(name, folder, snr, n)
     if not data.input.exists():
         blocks = starfile.read(data.truth, always_dict=True)
@@ -432,16 +430,11 @@ def aspire_runs(data: Data, args) -> list[Run]:
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _truth(data: Data, rows: np.ndarray | None = None):
-    particles = read_particles(data.truth)
-    rotations, shifts = particles.require_poses()
-    return (rotations, shifts) if rows is None else (rotations[rows], shifts[rows])
-
-
 def _rotation_error(data: Data, rotations: np.ndarray) -> float:
-    true_rot, true_shift = _truth(data, np.arange(len(rotations)))
+    """Median error of the first ``len(rotations)`` particles' rotations (no shifts)."""
+    true_rot = read_particles(data.truth).require_poses()[0][: len(rotations)]
     zeros = np.zeros((len(rotations), 2))
-    errors = pose_errors(rotations, true_rot, zeros, true_shift * 0, symmetry=SYMMETRY[MODEL]())
+    errors = pose_errors(rotations, true_rot, zeros, zeros, symmetry=SYMMETRY[MODEL]())
     return float(errors.median_rotation_error_deg)
 
 

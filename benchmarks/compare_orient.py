@@ -15,6 +15,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -28,8 +29,8 @@ from cryohydra.orient.training import (  # noqa: E402
     TrainingSet,
     train_distance_network,
 )
-from cryohydra.simulate import SimulationConfig, simulate  # noqa: E402
-from datasets import CTF_TABLE, MODELS, SYMMETRY  # noqa: E402
+from cryohydra.simulate import simulate  # noqa: E402
+from datasets import MODELS, SYMMETRY, config  # noqa: E402
 
 NET_BOX = 32
 
@@ -45,20 +46,12 @@ def main() -> None:
     parser.add_argument("--box", type=int, default=64, help="box of the simulated images")
     args = parser.parse_args()
     outdir = Path(args.outdir)
-    path, pixel_at_64 = MODELS[args.model]
     symmetry = SYMMETRY[args.model]()
     timings = {}
     began = time.perf_counter()
+    clean = replace(config(args.model, False, args.train, args.box), snr=float("inf"), seed=18)
     simulate(
-        SimulationConfig(
-            structure=str(path),
-            box_size=args.box,
-            pixel_size_a=pixel_at_64 * 64 / args.box,
-            n_particles=args.train,
-            snr=float("inf"),
-            ctf_table=str(CTF_TABLE),
-            seed=18,
-        ),
+        clean,
         outdir / "training_set",
         force=True,
         progress=False,
