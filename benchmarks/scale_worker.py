@@ -21,7 +21,7 @@ import torch
 
 from cryohydra.io.star import read_star
 from cryohydra.reconstruct.config import ReconstructConfig
-from cryohydra.reconstruct.distributed import from_environment
+from cryohydra.reconstruct.distributed import Context, process_group
 from cryohydra.reconstruct.pose_table import PoseTable
 from cryohydra.reconstruct.train import AUTO_DECODING, AbInitio
 
@@ -52,7 +52,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=0)
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
-    context, device = from_environment(args.device)
+    with process_group(args.device) as (context, device):
+        _measure(args, context, device)
+
+
+def _measure(args: argparse.Namespace, context: Context, device: torch.device) -> None:
     start = time.perf_counter()
     particles = read_star(args.star).with_poses(None, None)
     config = ReconstructConfig(batch_size=args.batch_size, epochs=2, switch=1)

@@ -17,7 +17,7 @@ import torch
 from cryohydra.geometry.rotations import exp_map
 from cryohydra.io.star import read_star
 from cryohydra.reconstruct.config import ReconstructConfig
-from cryohydra.reconstruct.distributed import from_environment
+from cryohydra.reconstruct.distributed import Context, process_group
 from cryohydra.reconstruct.pose_table import PoseTable
 from cryohydra.reconstruct.train import AUTO_DECODING, AbInitio
 
@@ -45,7 +45,12 @@ def start_auto_decoding(run: AbInitio, true_rotations, true_shifts) -> None:
 
 def main() -> None:
     star, out = Path(sys.argv[1]), Path(sys.argv[2])
-    context, device = from_environment("cpu")
+    with process_group("cpu") as (context, device):
+        _train(star, out, context, device)
+    assert not torch.distributed.is_initialized()
+
+
+def _train(star: Path, out: Path, context: Context, device: torch.device) -> None:
     particles = read_star(star)
     true_rotations, true_shifts = particles.require_poses()
     run = AbInitio(particles.with_poses(None, None), CONFIG, device, context=context)

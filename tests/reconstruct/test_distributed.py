@@ -54,6 +54,7 @@ def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     ]  # standalone: a free local port
     result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "outlive the process group" not in result.stderr  # see process_group
     return result
 
 

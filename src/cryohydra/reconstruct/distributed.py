@@ -14,14 +14,21 @@ any number of ranks.
 
 from __future__ import annotations
 
+import gc
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
-__all__ = ["Context", "from_environment", "shard_batches", "shard_rows"]
+__all__ = ["Context", "process_group", "shard_batches", "shard_rows"]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -86,21 +93,48 @@ class Context:
             dist.barrier()
 
 
-def from_environment(device: str | torch.device = "cpu") -> tuple[Context, torch.device]:
+@contextmanager
+def process_group(device: str | torch.device = "cpu") -> Iterator[tuple[Context, torch.device]]:
     """The context of a process started by ``torchrun`` (``WORLD_SIZE`` > 1 in the
-    environment; the process group is initialised here), else a single process. On CUDA each
-    rank takes the GPU ``LOCAL_RANK``."""
+    environment), else a single process, for the ``with`` block. On CUDA each rank takes the
+    GPU ``LOCAL_RANK``.
+
+    A process group initialised here is destroyed when the block ends, and whatever trained
+    with it (an :class:`~cryohydra.reconstruct.train.AbInitio`, its
+    ``DistributedDataParallel`` wrappers) must be unreachable by then: do the work in a
+    function called inside the block. The reason is gloo's teardown. A wrapper's reducer
+    that drops the group's last reference joins gloo's worker threads while holding the
+    GIL, and a worker thread that is still freeing a finished collective's tensors needs
+    the GIL: the rank hangs. At interpreter exit the same teardown aborts the rank
+    ("terminate called without an active exception"). Here the wrappers are collected
+    while the group is still registered, and the group itself is dropped by
+    ``destroy_process_group``, whose binding releases the GIL.
+    """
     device = torch.device(device)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
-        return Context(), device
+        yield Context(), device
+        return
     if device.type == "cuda":
         local = int(os.environ.get("LOCAL_RANK", "0"))
         torch.cuda.set_device(local)
         device = torch.device("cuda", local)
-    if not dist.is_initialized():
+    owned = not dist.is_initialized()
+    if owned:
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return Context(dist.get_rank(), dist.get_world_size()), device
+    try:
+        yield Context(dist.get_rank(), dist.get_world_size()), device
+    finally:
+        if owned and dist.is_initialized():
+            gc.collect()  # wrappers in reference cycles go now, not at exit
+            alive = sum(isinstance(o, DistributedDataParallel) for o in gc.get_objects())
+            if alive:
+                log.warning(
+                    "%d DistributedDataParallel wrapper(s) outlive the process group: "
+                    "this rank may hang or abort at exit",
+                    alive,
+                )
+            dist.destroy_process_group()
 
 
 def shard_rows(n_total: int, context: Context) -> np.ndarray:

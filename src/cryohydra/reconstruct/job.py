@@ -48,7 +48,7 @@ from cryohydra.metrics.pose_error import Symmetry, plot_pose_error_histogram, po
 from cryohydra.physics.fourier import fourier_crop
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
 from cryohydra.reconstruct.config import ReconstructConfig
-from cryohydra.reconstruct.distributed import Context, from_environment
+from cryohydra.reconstruct.distributed import Context, process_group
 from cryohydra.reconstruct.frames import poses_into_reference_frame
 from cryohydra.reconstruct.history import SWITCH_FILE, write_epoch_poses
 from cryohydra.reconstruct.train import AMORTIZED, AbInitio
@@ -293,9 +293,20 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
     (:mod:`~cryohydra.reconstruct.distributed`), and rank 0 alone claims the folder, writes
     the files and makes the final map; the other ranks return ``{"rank": r}``.
     """
-    outdir = Path(options.outdir)
     started = time.perf_counter()
-    context, device = from_environment(options.device)
+    with process_group(options.device) as (context, device):
+        return _run_job(particles, config, options, context, device, started)
+
+
+def _run_job(
+    particles: ParticleSet,
+    config: ReconstructConfig,
+    options: JobOptions,
+    context: Context,
+    device: torch.device,
+    started: float,
+) -> dict:
+    outdir = Path(options.outdir)
     description = {
         "input": str(particles.source),
         "n_particles": len(particles),
