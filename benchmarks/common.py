@@ -44,14 +44,24 @@ def timed(function, repeats: int = 3) -> float:
 
 
 def commit() -> str:
-    """The code a run used: the git commit, ``+changes`` when the tree differs from it."""
+    """The code a run used: the git commit, ``+changes`` when ``src/`` or ``benchmarks/``
+    differs from it (tracked files; results files under ``benchmarks/results`` aside)."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
         ).stdout.strip()
         dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no", "src"],
+            [
+                "git",
+                "status",
+                "--porcelain",
+                "--untracked-files=no",
+                "--",
+                "src",
+                "benchmarks",
+                ":!benchmarks/results",
+            ],
             cwd=root,
             capture_output=True,
             text=True,

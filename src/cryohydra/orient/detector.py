@@ -26,7 +26,7 @@ import torch
 from cryohydra.geometry.rotations import exp_map
 from cryohydra.geometry.sampling import so3_grid
 from cryohydra.physics.image_formation import CTFBatch, FourierVolume
-from cryohydra.physics.projector import SliceGrid, project
+from cryohydra.physics.projector import project
 from cryohydra.reconstruct.backproject import Accumulator, wiener_maps
 from cryohydra.reconstruct.batches import ParticleBatches
 
@@ -95,9 +95,7 @@ class _Scorer:
         self.keep = radius >= 1.0  # leave out the DC term: the mean is not structure
         box = data.working_box
         self.box = box
-        self.reconstruction_grid = SliceGrid.create(
-            box, min(float(radius.max()) + 2, box // 2 - 1), device=data.device
-        )
+        self.reconstruction_radius = float(radius.max()) + 2
         params = data.particles.ctf
         self.ctf_batch = None if params is None else CTFBatch.from_params(params, rows, data.device)
         self.halves = [np.arange(len(rows)) % 2 == parity for parity in (0, 1)]
@@ -110,18 +108,17 @@ class _Scorer:
         rotations = rotations.to(self.data.device, torch.float32)
         accumulators = []
         for members in self.halves:
-            acc = Accumulator.zeros(self.box, self.data.device)
+            acc = Accumulator.zeros(self.box, self.data.device, self.reconstruction_radius)
             index = torch.from_numpy(np.nonzero(members)[0]).to(self.data.device)
             acc.add(
                 self.images[index],
                 rotations[index],
                 self.zero_shifts[index],
                 None if self.ctf_batch is None else _index_ctf(self.ctf_batch, index),
-                self.reconstruction_grid,
                 self.data.pixel_size_a,
             )
             accumulators.append(acc)
-        _, map_a, map_b, _ = wiener_maps(*accumulators, self.box)
+        _, map_a, map_b, _ = wiener_maps(*accumulators)
         correlations = []
         for members, other in zip(self.halves, (map_b, map_a), strict=True):
             index = torch.from_numpy(np.nonzero(members)[0]).to(self.data.device)

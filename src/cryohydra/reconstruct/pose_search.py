@@ -97,10 +97,9 @@ def _slices(volume: HartleyVolume, rotations: torch.Tensor, grid: SliceGrid) -> 
     return torch.cat([volume.slices(chunk, grid, hartley) for chunk in chunks])
 
 
-def _reconstruction_grid(grid: SliceGrid, box: int, device) -> SliceGrid:
-    """The points backprojected: a little beyond those compared."""
-    radius = float(torch.linalg.vector_norm(grid.coords[:, :2], dim=-1).max())
-    return SliceGrid.create(box, min(radius + 2, box // 2 - 1), device=device)
+def _reconstruction_radius(grid: SliceGrid) -> float:
+    """Radius (Fourier pixels) of the points backprojected: a little beyond those compared."""
+    return float(torch.linalg.vector_norm(grid.coords[:, :2], dim=-1).max()) + 2
 
 
 def _add_to_halves(
@@ -109,7 +108,6 @@ def _add_to_halves(
     rotations: torch.Tensor,
     shifts_a: torch.Tensor,
     data: ParticleBatches,
-    grid: SliceGrid,
 ) -> None:
     """Backproject a batch into two half-sets (even and odd rows), with the CTF."""
     ctf_params = data.particles.ctf
@@ -122,15 +120,14 @@ def _add_to_halves(
             rotations[members],
             shifts_a[members],
             ctf,
-            grid,
             data.pixel_size_a,
         )
 
 
 def _sum_over_ranks(halves: list[Accumulator], context: Context) -> None:
     for accumulator in halves:
-        context.sum(accumulator.numerator)
-        context.sum(accumulator.weights)
+        context.sum(accumulator.numerator_sum)
+        context.sum(accumulator.weight_sum)
         accumulator.count = int(context.sum_float(accumulator.count))
 
 
@@ -149,15 +146,16 @@ def known_pose_map(
     context = context or Context()
     device = shifts_a.device
     box = data.working_box
-    grid = _reconstruction_grid(data.grid_at(resolution_a), box, device)
-    halves = [Accumulator.zeros(box, device), Accumulator.zeros(box, device)]
+    grid = data.grid_at(resolution_a)
+    radius = _reconstruction_radius(grid)
+    halves = [Accumulator.zeros(box, device, radius) for _ in range(2)]
     n = len(data)
     for start in range(0, n, batch_size):
         batch = data.load(np.arange(start, min(n, start + batch_size)), grid)
         rows = batch.rows
-        _add_to_halves(halves, batch, rotations[rows], shifts_a[rows], data, grid)
+        _add_to_halves(halves, batch, rotations[rows], shifts_a[rows], data)
     _sum_over_ranks(halves, context)
-    return wiener_maps(*halves, box)[0].to(device)
+    return wiener_maps(*halves)[0].to(device)
 
 
 @torch.no_grad()
@@ -185,26 +183,26 @@ def projection_matching(
     rotations = so3_grid(nside).to(device, torch.float32)
     grid = data.grid_at(resolution_a)
     box = data.working_box
-    reconstruction_grid = _reconstruction_grid(grid, box, device)
+    radius = _reconstruction_radius(grid)
     n = len(data)
     index = torch.full((n,), -1, dtype=torch.int64, device=device)
     changed: list[float] = []
     for _ in range(rounds):
         slices = _slices(volume, rotations, grid)
         found = torch.empty_like(index)
-        halves = [Accumulator.zeros(box, device), Accumulator.zeros(box, device)]
+        halves = [Accumulator.zeros(box, device, radius) for _ in range(2)]
         for start in range(0, n, batch_size):
             batch = data.load(np.arange(start, min(n, start + batch_size)), grid)
             shifts = shifts_a[batch.rows]
             spectra = batch.spectra * phase_ramp(batch.frequencies_a, shifts).conj()
             best, _ = best_grid_poses(slices, spectra, batch.ctf)
             found[batch.rows] = best
-            _add_to_halves(halves, batch, rotations[best], shifts, data, reconstruction_grid)
+            _add_to_halves(halves, batch, rotations[best], shifts, data)
         _sum_over_ranks(halves, context)
         n_changed = context.sum_float(float((found != index).sum()))
         changed.append(n_changed / context.sum_float(float(n)))
         index = found
-        volume.load_map(wiener_maps(*halves, box)[0].to(device))
+        volume.load_map(wiener_maps(*halves)[0].to(device))
         if changed[-1] <= converged:
             break
     return SearchResult(rotations[index], changed, time.perf_counter() - start_time)
