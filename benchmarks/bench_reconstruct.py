@@ -112,6 +112,7 @@ def run_one(dataset, mode: str, switch: str, args) -> dict:
         "mean_shift_error_a": errors["mean_shift_error_a"],
         "resolution_vs_truth_a_0.5": summary.get("resolution_vs_reference_a_0.5"),
         "known_pose_resolution_a_0.5": known.get("resolution_vs_truth_a_fsc05"),
+        "known_pose_commit": known.get("commit"),
         "training_seconds": sum(r["seconds"] for r in records),
         "training_seconds_this_call": summary["training_seconds"],
         "wall_seconds_this_call": time.perf_counter() - start,
@@ -241,8 +242,8 @@ def markdown(entries: list[dict]) -> str:
         "to the map from the true poses.",
         "",
         "| dataset | setting | switch | median rot. (°) | mean rot. (°) | median shift (Å) "
-        "| FSC 0.5 (Å) | known poses (Å) | training (min) | code |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| FSC 0.5 (Å) | known poses (Å) | training (min) | code | known-pose code |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for e in entries:
         known = e.get("known_pose_resolution_a_0.5")
@@ -251,7 +252,7 @@ def markdown(entries: list[dict]) -> str:
             f"| {e['median_rotation_error_deg']:.2f} | {e['mean_rotation_error_deg']:.2f} "
             f"| {e['median_shift_error_a']:.2f} | {e['resolution_vs_truth_a_0.5']:.2f} "
             f"| {f'{known:.2f}' if known else '-'} | {e['training_seconds'] / 60:.1f} "
-            f"| {e.get('commit', '?')} |"
+            f"| {e.get('commit', '?')} | {e.get('known_pose_commit') or '?'} |"
         )
     notes = [f"- {e['dataset']}, {e['setting']}: {e['note']}" for e in entries if e.get("note")]
     if notes:
@@ -286,9 +287,23 @@ def main() -> None:
         help="run again the settings asked for that already have results (after a code change; "
         "delete their folders under benchmarks/work/reconstruct first)",
     )
+    parser.add_argument(
+        "--refresh-known-pose",
+        action="store_true",
+        help="only update every entry's known-pose ceiling from results/backproject.json (after "
+        "a change to the backprojection; the ab-initio figures keep their own commit)",
+    )
     args = parser.parse_args()
     path = RESULTS / f"{NAME}.json"
     entries = json.loads(path.read_text())["runs"] if path.exists() else []
+    if args.refresh_known_pose:
+        known = _known_pose()
+        for entry in entries:
+            ceiling = known.get(entry["dataset"], {})
+            entry["known_pose_resolution_a_0.5"] = ceiling.get("resolution_vs_truth_a_fsc05")
+            entry["known_pose_commit"] = ceiling.get("commit")
+        write_outputs(entries)
+        return
     datasets = [d for d in all_standard() if args.datasets is None or d.name in args.datasets]
     for dataset in datasets:
         for mode in args.modes:

@@ -117,6 +117,10 @@ def test_command_line_writes_maps_and_fsc(tmp_path, clean):
     summary = json.loads((out / "fsc.json").read_text())
     assert summary["resolution"]["0.143"]["resolution_a"] < 3 * PIXEL
     assert cli(["backproject", str(star), "-o", str(out), "--quiet"]) == 2  # no overwrite
+    # A batch size below 1 once made an all-zero map and "FSC 0.143: inf A".
+    bad = ["backproject", str(star), "-o", str(tmp_path / "bad"), "--batch-size", "-1"]
+    assert cli([*bad, "--quiet"]) == 2
+    assert not (tmp_path / "bad" / "map.mrc").exists()
 
 
 def test_images_are_streamed_in_batches(clean, monkeypatch):

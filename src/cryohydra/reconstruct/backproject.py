@@ -293,6 +293,8 @@ def reconstruct_known_poses(
     the gold-standard FSC, or as given by ``halves`` (two arrays of particle indices, e.g. the
     halves of an ab-initio run made on each half independently).
     """
+    if batch_size < 1:
+        raise ValueError(f"batch size must be a positive number of images, got {batch_size}")
     rotations, shifts = particles.require_poses()
     particles.check_images()
     pixel_sizes = np.unique(np.round(particles.pixel_size_a, 4))
