@@ -349,7 +349,10 @@ def markdown(results: dict) -> str:
         "EMPIAR-10028 CTF, 2.5 Å/px at 64 px (same field of view at every box). FSC against the "
         "true map and between half-maps with the standard soft mask; *ratio* is the half-map "
         "FSC 0.143 resolution over the FSC 0.5 resolution against the truth (1 when the "
-        "half-maps' claim is honest). particles/s leaves out each tool's start-up.",
+        "half-maps' claim is honest). particles/s leaves out each tool's start-up. In the run "
+        "of 2026-12-02 the sweep shared the two cores with simulations and the test suite "
+        "(its particles/s are for comparing the two tools row by row); the throughput table "
+        "below was measured alone.",
         "",
         "| set | tool | vs truth 0.5 (Å) | vs truth 0.143 (Å) | half-maps 0.143, our score (Å) | "
         "reported by the tool (Å) | ratio | particles/s | wall (s) | peak RSS (MB) |",
