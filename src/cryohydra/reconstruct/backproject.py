@@ -20,8 +20,8 @@ speed, so the grid here has the images' spacing.
 
 Only the Hermitian half of each image's transform is inserted (``rfft``, ``kx >= 0``; the
 ``kx = 0`` column at half weight); the other half is the conjugate mirror, added once at the
-end. The three sums (real and imaginary numerator, weights) are float32 and scattered in one
-``index_add_``.
+end. The sums are single precision (a complex64 numerator, float32 weights), spread corner by
+corner in the volume's memory order (:func:`_spread`); the two half-sets fill in two threads.
 
 The Wiener term ``1 / tau^2(k) = <W>_shell(k) / SSNR(k)`` is RELION's: the
 spectral signal-to-noise ratio comes from the FSC of two half-sets accumulated in the same
@@ -67,7 +67,6 @@ class HalfPlane:
     """
 
     box_size: int
-    radius_px: float
     flat_index: torch.Tensor
     coords: torch.Tensor
     half: torch.Tensor
@@ -90,7 +89,7 @@ class HalfPlane:
         gx, gy = gx.reshape(-1)[inside], gy.reshape(-1)[inside]
         coords = torch.stack([gx, gy, torch.zeros_like(gx)], dim=-1)
         half = torch.where(gx == 0, 0.5, 1.0)
-        return HalfPlane(box_size, radius, flat_index, coords, half)
+        return HalfPlane(box_size, flat_index, coords, half)
 
     def spectra(self, images: torch.Tensor) -> torch.Tensor:
         """``(B, P)`` centred transforms of real images ``(B, L, L)`` at the points."""
