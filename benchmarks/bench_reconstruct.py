@@ -142,6 +142,8 @@ def plot_pose_error(entries: list[dict], path: Path) -> None:
 
 def _records(entry: dict) -> list[dict]:
     log = WORK.parent.parent / entry["log"]
+    if not log.exists():  # an older run whose folder is gone (e.g. on another machine)
+        return []
     return [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
 
 
@@ -149,7 +151,7 @@ def plot_modes(entries: list[dict], dataset: str, path: Path) -> bool:
     """Semi-amortized vs amortized vs cryoAI on one dataset; False if not all have run."""
     wanted = ("semi-amortized_switch-auto", "amortized", "cryoai")
     runs = {e["setting"]: e for e in entries if e["dataset"] == dataset}
-    if not all(w in runs for w in wanted):
+    if not all(w in runs and _records(runs[w]) for w in wanted):
         return False
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
     labels = {
