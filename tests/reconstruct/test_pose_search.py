@@ -182,6 +182,20 @@ def test_local_refinement_brings_an_off_grid_pose_and_shift_back():
             (),
             (2.0, 1.0, 0.5),
         )
+        # a pose that is right stays exactly where it is (a move must lower the error)
+        kept, kept_shifts, _ = refine_locally(
+            volume,
+            volume.hartley(),
+            grid,
+            spectra,
+            None,
+            frequencies,
+            truth,
+            true_shifts,
+            (4.0, 2.0),
+            (1.0,),
+        )
+    assert torch.equal(kept, truth) and torch.equal(kept_shifts, true_shifts)
     before = torch.rad2deg(geodesic_distance(tilted, truth))
     after = torch.rad2deg(geodesic_distance(rotations, truth))
     assert (after < 1.5).all() and (after < before).all(), after
