@@ -198,7 +198,7 @@ def test_resume_repeats_an_uninterrupted_run(dataset, tmp_path, monkeypatch):
     assert set(snapshot["encoder"]) == set(AbInitio(particles, config).encoder.state_dict())
 
 
-def test_cli_reconstruct_half_sets_outputs_and_refusals(dataset, tmp_path):
+def test_cli_reconstruct_half_sets_outputs_and_refusals(dataset, tmp_path, capsys):
     out = tmp_path / "run"
     args = [
         "reconstruct",
@@ -219,6 +219,12 @@ def test_cli_reconstruct_half_sets_outputs_and_refusals(dataset, tmp_path):
         str(dataset / "ground_truth.mrc"),
     ]
     assert cli(args) == 0
+    # Two epochs with a switch after the first: the last auto-decoding epoch still moves
+    # most poses, and the command says so with what to try.
+    printed = capsys.readouterr().out
+    summary = json.loads((out / "summary.json").read_text())
+    assert "poses_still_moving" in [w["code"] for w in summary["warnings"]]
+    assert "WARNING: in the last epoch (2)" in printed and "Try: more epochs" in printed
     for name in (
         "map.mrc",
         "half_map_a.mrc",

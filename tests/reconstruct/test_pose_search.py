@@ -5,14 +5,22 @@ import pytest
 import torch
 
 from cryohydra.data import default_structure
-from cryohydra.geometry.rotations import geodesic_distance
+from cryohydra.geometry.rotations import exp_map, geodesic_distance
 from cryohydra.geometry.sampling import so3_grid
 from cryohydra.io.mrc import read_map
 from cryohydra.io.star import read_star
 from cryohydra.metrics.pose_error import pose_errors
 from cryohydra.physics.projector import SliceGrid
+from cryohydra.physics.shifts import phase_ramp
 from cryohydra.reconstruct.batches import ParticleBatches
-from cryohydra.reconstruct.pose_search import best_grid_poses, grid_errors, projection_matching
+from cryohydra.reconstruct.pose_search import (
+    best_grid_poses,
+    grid_errors,
+    local_offsets,
+    pair_errors,
+    projection_matching,
+    refine_locally,
+)
 from cryohydra.reconstruct.volume import HartleyVolume
 from cryohydra.simulate import SimulationConfig, simulate
 
@@ -95,7 +103,8 @@ def test_projection_matching_recovers_poses_to_the_grid_spacing(centred):
         converged=0.0,
     )
     assert found.rotations.shape == (200, 3, 3)
-    assert 1 <= len(found.changed) <= 4 and found.changed[0] == 1.0  # all start unassigned
+    assert 1 <= len(found.changed) <= 4 and found.changed[0] == 1.0  # no starting poses
+    assert found.sources["candidate"] == 0.0 and found.settled == (found.changed[-1] == 0.0)
     # The map's frame is free: errors are measured after the global alignment. Random poses
     # would be 126° off (median); the grid's spacing is 15°. 6UO9's pseudo-two-fold mates
     # (180° off) take some particles, which the symmetry check handles later in a run.
@@ -109,3 +118,113 @@ def test_projection_matching_recovers_poses_to_the_grid_spacing(centred):
             < 1e-4
         ).all()
     )
+
+
+def test_pair_errors_equal_grid_errors_of_each_image_own_slices():
+    g = torch.Generator().manual_seed(2)
+    slices = torch.randn(3, 4, 30, dtype=torch.complex64, generator=g)
+    spectra = torch.randn(3, 30, dtype=torch.complex64, generator=g)
+    ctf = torch.rand(3, 30, generator=g)
+    fast = pair_errors(slices, spectra, ctf)
+    for b in range(3):
+        expected = grid_errors(slices[b], spectra[b : b + 1], ctf[b : b + 1])[0]
+        assert torch.allclose(fast[b], expected, atol=1e-4)
+
+
+def test_local_offsets_are_the_26_neighbours_at_the_step():
+    offsets = local_offsets(5.0)
+    angles = torch.rad2deg(geodesic_distance(offsets, torch.eye(3, dtype=offsets.dtype)))
+    assert offsets.shape == (26, 3, 3)
+    # axis steps of 5 degrees: the cube's faces, edges and corners
+    assert torch.allclose(
+        angles.sort().values[[0, 6, 18]], torch.tensor([5.0, 50**0.5, 75**0.5]).double(), atol=1e-6
+    )
+
+
+def test_local_refinement_brings_an_off_grid_pose_and_shift_back():
+    volume = _volume(3)
+    grid = SliceGrid.create(BOX)
+    pixel = 2.0
+    frequencies = grid.frequencies_a(pixel)
+    g = torch.Generator().manual_seed(4)
+    truth = so3_grid(2).float()[torch.randint(0, 576, (6,), generator=g)]
+    true_shifts = torch.tensor(
+        [[1.0, -0.5], [0.0, 0.0], [-2.0, 1.0], [0.5, 0.5], [1.5, 0.0], [0, -1.5]]
+    )
+    with torch.no_grad():
+        spectra = volume.slices(truth, grid) * phase_ramp(frequencies, true_shifts)
+        axis = torch.nn.functional.normalize(torch.randn(6, 3, generator=g), dim=-1)
+        tilted = truth @ exp_map(axis * np.deg2rad(6.0))
+        moved = true_shifts + torch.tensor([2.0, 0.0])
+        # rotations 6 degrees off about a random axis, shifts right
+        rotations, shifts, _ = refine_locally(
+            volume,
+            volume.hartley(),
+            grid,
+            spectra,
+            None,
+            frequencies,
+            tilted,
+            true_shifts,
+            (4.0, 2.0, 1.0),
+            (),
+        )
+        # shifts 2 Å off in x, rotations right
+        _, found_shifts, _ = refine_locally(
+            volume,
+            volume.hartley(),
+            grid,
+            spectra,
+            None,
+            frequencies,
+            truth,
+            moved,
+            (),
+            (2.0, 1.0, 0.5),
+        )
+        # a pose that is right stays exactly where it is (a move must lower the error)
+        kept, kept_shifts, _ = refine_locally(
+            volume,
+            volume.hartley(),
+            grid,
+            spectra,
+            None,
+            frequencies,
+            truth,
+            true_shifts,
+            (4.0, 2.0),
+            (1.0,),
+        )
+    assert torch.equal(kept, truth) and torch.equal(kept_shifts, true_shifts)
+    before = torch.rad2deg(geodesic_distance(tilted, truth))
+    after = torch.rad2deg(geodesic_distance(rotations, truth))
+    assert (after < 1.5).all() and (after < before).all(), after
+    assert torch.equal(shifts, true_shifts)
+    assert (found_shifts - true_shifts).abs().max() < 0.3, found_shifts - true_shifts
+
+
+def test_projection_matching_takes_the_candidates_where_they_explain_the_images_better(centred):
+    particles = read_star(centred / "particles.star")
+    true_rotations, true_shifts = particles.require_poses()
+    data = ParticleBatches(particles.with_poses(None, None))
+    truth, _ = read_map(centred / "ground_truth.mrc")
+    volume = HartleyVolume(data.working_box)
+    volume.load_map(torch.from_numpy(np.ascontiguousarray(truth)).float())
+    rotations = torch.from_numpy(true_rotations).float()
+    # each image's candidates: its true pose among three random ones
+    g = torch.Generator().manual_seed(0)
+    decoys = so3_grid(3).float()[torch.randint(0, 1944, (200, 3), generator=g)]
+    candidates = torch.cat([decoys[:, :1], rotations[:, None], decoys[:, 1:]], dim=1)
+    found = projection_matching(
+        volume,
+        data,
+        torch.from_numpy(true_shifts).float(),
+        20.0,
+        nside=2,
+        rounds=1,
+        converged=0.0,
+        candidates=candidates,
+    )
+    assert found.sources["candidate"] > 0.95
+    angles = torch.rad2deg(geodesic_distance(found.rotations.double(), rotations.double()))
+    assert float(angles.median()) < 0.01

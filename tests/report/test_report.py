@@ -40,6 +40,30 @@ def test_finished_run_has_a_self_contained_report(finished):
         assert (finished / name).stat().st_size > 1000
 
 
+def test_the_report_leads_with_the_convergence_warnings(finished, tmp_path):
+    summary = json.loads((finished / "summary.json").read_text())
+    assert isinstance(summary["warnings"], list)  # every finished job checks itself
+    copy = tmp_path / "run"
+    shutil.copytree(finished, copy)
+    warning = {
+        "code": "search_not_settled",
+        "message": "the search <did not> settle.",
+        "advice": "x",
+    }
+    for warnings, shown, hidden in (
+        ([warning], 'class="warning"', 'class="ok"'),
+        ([], 'class="ok"', 'class="warning"'),
+    ):
+        summary["warnings"] = warnings
+        (copy / "summary.json").write_text(json.dumps(summary))
+        page = write_report(copy).read_text()
+        assert shown in page and hidden not in page
+        assert page.index(shown) < page.index("<h2>Summary</h2>")
+    summary["warnings"] = [warning]
+    (copy / "summary.json").write_text(json.dumps(summary))
+    assert "the search &lt;did not&gt; settle." in write_report(copy).read_text()
+
+
 def test_report_of_a_running_job_and_the_command(dataset, tiny_config, tmp_path, monkeypatch):
     """Interrupted after two epochs: the report comes from the log, the latest per-epoch poses
     and the checkpoint's volume; ``cryohydra report`` rewrites it."""

@@ -130,6 +130,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rounds of global pose search at the switch (0: start from the best heads)",
     )
     parser.add_argument(
+        "--search-candidates",
+        action="store_true",
+        help="the search also tries each image's encoder candidates (see docs/reconstruct.md)",
+    )
+    parser.add_argument(
+        "--search-refine",
+        action="store_true",
+        help="the search refines each pose locally every round (see docs/reconstruct.md)",
+    )
+    parser.add_argument(
         "--no-symmetry-check",
         action="store_true",
         help="do not try each particle's pose under the map's self-superposition",
@@ -183,6 +193,8 @@ def config_from_args(args: argparse.Namespace) -> ReconstructConfig:
         march_epochs=args.march_epochs,
         encoder_box=args.encoder_box or None,
         search_rounds=args.search_rounds,
+        search_candidates=args.search_candidates,
+        search_refine=args.search_refine,
         symmetry_check=not args.no_symmetry_check,
         invert_contrast=args.invert_contrast,
         seed=args.seed,
@@ -214,6 +226,10 @@ def run(args: argparse.Namespace) -> int:
         f"FSC 0.143 {kind}: {summary['half_map_resolution_a_0.143']:.2f} Å; "
         f"report: {outdir / 'summary.json'}, log: {outdir / 'log.jsonl'}"
     )
+    for warning in summary["warnings"]:
+        print(f"WARNING: {warning['message']} Try: {warning['advice']}.")
+    if not summary["warnings"]:
+        print("Convergence checks: none failed (search settled, poses still, half-maps agree).")
     if "pose_error" in summary:
         errors = summary["pose_error"]
         print(

@@ -15,7 +15,9 @@ Layout of ``OUTDIR`` (one run; with half-sets the training files are in ``half_a
     map.mrc              backprojection of all particles with their poses (Wiener-filtered)
     half_map_a.mrc, half_map_b.mrc, fsc.csv, fsc.png, fsc.json (fsc_vs_reference.json)
     report.html, report_*.png   the run report (:mod:`cryohydra.report`)
-    summary.json         resolution, timings, pose error (when true poses are known)
+    summary.json         resolution, timings, pose error (when true poses are known), and
+                         the warnings of a run that did not converge
+                         (:mod:`cryohydra.reconstruct.diagnostics`)
 
 The final map is a CTF-weighted Fourier backprojection with the estimated poses at the stored
 box size (:mod:`cryohydra.reconstruct.backproject`), the same reconstruction as the known-pose
@@ -48,6 +50,7 @@ from cryohydra.metrics.pose_error import Symmetry, plot_pose_error_histogram, po
 from cryohydra.physics.fourier import fourier_crop
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
 from cryohydra.reconstruct.config import ReconstructConfig
+from cryohydra.reconstruct.diagnostics import convergence_warnings
 from cryohydra.reconstruct.distributed import Context, process_group
 from cryohydra.reconstruct.frames import poses_into_reference_frame
 from cryohydra.reconstruct.history import SWITCH_FILE, write_epoch_poses
@@ -421,6 +424,12 @@ def _run_job(
         summary["pose_error"] = errors.to_dict()
     plot_fsc(curves, outdir / "fsc.png", title="FSC")
     (outdir / "fsc.json").write_text(json.dumps(curve.to_dict(), indent=2) + "\n")
+    run_dirs = [outdir / "half_a", outdir / "half_b"] if options.half_sets else [outdir]
+    logs = [_read_log(d / "log.jsonl") for d in run_dirs]
+    warnings = convergence_warnings(logs, summary["half_map_resolution_a_0.143"], 2 * pixel)
+    summary["warnings"] = [w.to_dict() for w in warnings]
+    for warning in warnings:
+        log.warning("%s: %s", outdir, warning)
     summary["total_seconds"] = time.perf_counter() - started
     (outdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if options.report:
@@ -428,6 +437,10 @@ def _run_job(
 
         write_report(outdir)
     return summary
+
+
+def _read_log(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _run_summary(run: AbInitio) -> dict:

@@ -24,6 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from cryohydra.geometry.rotations import exp_map, geodesic_distance
 from cryohydra.geometry.sampling import so3_grid
 from cryohydra.physics.image_formation import CTFBatch
 from cryohydra.physics.projector import SliceGrid
@@ -37,6 +38,10 @@ __all__ = [
     "SearchResult",
     "best_grid_poses",
     "grid_errors",
+    "grid_spacing_deg",
+    "local_offsets",
+    "pair_errors",
+    "refine_locally",
     "known_pose_map",
     "projection_matching",
 ]
@@ -82,12 +87,64 @@ def best_grid_poses(
 
 @dataclass
 class SearchResult:
-    """Rotations ``(N, 3, 3)`` found, the fraction of images that changed grid rotation in
-    each round, and the seconds taken."""
+    """What a global search found.
+
+    Attributes:
+        rotations: ``(N, 3, 3)`` the best rotation of each image.
+        shifts_a: ``(N, 2)`` Å its shift (refined when the search refines shifts).
+        changed: for each round, the fraction of images whose pose moved by more than half
+            the grid's spacing (or, in the first round, all of them).
+        settled: the last round moved at most the ``converged`` fraction.
+        mean_error: the images' mean error at their poses in the last round, per compared
+            frequency (as :func:`grid_errors`, without the images' own power): lower
+            explains the images better; comparable between searches of the same images at
+            the same resolution (e.g. several starts).
+        sources: fraction of images whose final pose came from each source (``grid``,
+            ``candidate`` (the encoder's heads), ``previous`` (the last round's pose)).
+        seconds: the time taken.
+    """
 
     rotations: torch.Tensor
+    shifts_a: torch.Tensor
     changed: list[float]
+    settled: bool
+    sources: dict[str, float]
+    mean_error: float
     seconds: float
+
+
+_GRID, _CANDIDATE, _PREVIOUS = 0, 1, 2
+_SOURCES = ("grid", "candidate", "previous")
+
+
+def grid_spacing_deg(nside: int) -> float:
+    """Approximate spacing (degrees) of :func:`~cryohydra.geometry.sampling.so3_grid`."""
+    return 58.6 / nside
+
+
+def local_offsets(step_deg: float) -> torch.Tensor:
+    """``(26, 3, 3)`` small rotations ``exp([w])`` with ``w`` on the 26 outer points of a
+    ``3 x 3 x 3`` cube of side ``2 * step_deg`` (a local search's neighbourhood)."""
+    cube = torch.cartesian_prod(*[torch.tensor([-1.0, 0.0, 1.0], dtype=torch.float64)] * 3)
+    cube = cube[cube.abs().sum(dim=1) > 0]
+    return exp_map(cube * np.deg2rad(step_deg))
+
+
+def pair_errors(
+    slices: torch.Tensor, spectra: torch.Tensor, ctf: torch.Tensor | None
+) -> torch.Tensor:
+    """Errors ``(B, C)`` of each image against its own ``C`` slices ``(B, C, P)``, with the
+    same per-image constant as :func:`grid_errors` (so the two can be compared).
+
+    ``spectra`` is ``(B, P)``, or ``(B, C, P)`` for one version of the image per slice
+    (e.g. under ``C`` trial shifts; the constant ``|X|^2`` does not change with a shift).
+    """
+    if spectra.ndim == 2:
+        spectra = spectra[:, None]
+    ctf = torch.ones_like(spectra.real[:, 0]) if ctf is None else ctf
+    model = ((ctf**2)[:, None] * (slices.real**2 + slices.imag**2)).sum(dim=-1)
+    cross = slices.real * spectra.real + slices.imag * spectra.imag
+    return model - 2 * (ctf[:, None] * cross).sum(dim=-1)
 
 
 def _slices(volume: HartleyVolume, rotations: torch.Tensor, grid: SliceGrid) -> torch.Tensor:
@@ -158,6 +215,72 @@ def known_pose_map(
     return wiener_maps(*halves)[0].to(device)
 
 
+def _own_slices(
+    volume: HartleyVolume, hartley: torch.Tensor, rotations: torch.Tensor, grid: SliceGrid
+) -> torch.Tensor:
+    """``(B, C, P)`` slices of each image's own ``C`` rotations ``(B, C, 3, 3)``."""
+    batch, count = rotations.shape[:2]
+    return volume.slices(rotations.reshape(-1, 3, 3), grid, hartley).reshape(batch, count, -1)
+
+
+def _take(options: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``options[b, index[b]]`` for each ``b``."""
+    return options[torch.arange(len(index), device=index.device), index]
+
+
+def refine_locally(
+    volume: HartleyVolume,
+    hartley: torch.Tensor,
+    grid: SliceGrid,
+    spectra: torch.Tensor,
+    ctf: torch.Tensor | None,
+    frequencies_a: torch.Tensor,
+    rotations: torch.Tensor,
+    shifts_a: torch.Tensor,
+    steps_deg: tuple[float, ...],
+    shift_steps_a: tuple[float, ...],
+    max_shift_a: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Greedy local search around each image's pose: for each rotation step, the best of the
+    pose and its 26 neighbours (:func:`local_offsets`, applied as ``R exp([w])``); then for
+    each shift step the best of the shift and its 8 neighbours on a square of that side.
+
+    Args:
+        spectra: ``(B, P)`` image transforms *as stored* (shifts not undone).
+        rotations, shifts_a: ``(B, 3, 3)`` and ``(B, 2)`` Å, the starting poses.
+        max_shift_a: shifts are kept within this bound on each axis (None: free).
+
+    Returns rotations, shifts and errors (as :func:`grid_errors`) of the poses found; a pose
+    only changes where the error falls.
+    """
+    ramp = phase_ramp(frequencies_a, shifts_a).conj()
+    centred = spectra * ramp
+    current = pair_errors(_own_slices(volume, hartley, rotations[:, None], grid), centred, ctf)
+    errors = current[:, 0]
+    for step in steps_deg:
+        trial = rotations[:, None] @ local_offsets(step).to(rotations)[None]
+        values, index = pair_errors(_own_slices(volume, hartley, trial, grid), centred, ctf).min(1)
+        better = values < errors
+        rotations = torch.where(better[:, None, None], _take(trial, index), rotations)
+        errors = torch.where(better, values, errors)
+    if not shift_steps_a:
+        return rotations, shifts_a, errors
+    slices = _own_slices(volume, hartley, rotations[:, None], grid)  # (B, 1, P)
+    square = torch.cartesian_prod(*[torch.tensor([-1.0, 0.0, 1.0])] * 2)
+    square = square[square.abs().sum(dim=1) > 0].to(shifts_a)  # (8, 2)
+    for step in shift_steps_a:
+        trial = shifts_a[:, None] + step * square[None]  # (B, 8, 2)
+        if max_shift_a is not None:
+            trial = trial.clamp(-max_shift_a, max_shift_a)
+        ramps = phase_ramp(frequencies_a, trial.reshape(-1, 2)).reshape(*trial.shape[:2], -1)
+        moved = spectra[:, None] * ramps.conj()  # (B, 8, P)
+        values, index = pair_errors(slices.expand(-1, 8, -1), moved, ctf).min(1)
+        better = values < errors
+        shifts_a = torch.where(better[:, None], _take(trial, index), shifts_a)
+        errors = torch.where(better, values, errors)
+    return rotations, shifts_a, errors
+
+
 @torch.no_grad()
 def projection_matching(
     volume: HartleyVolume,
@@ -167,42 +290,120 @@ def projection_matching(
     nside: int,
     rounds: int,
     converged: float,
+    rotations: torch.Tensor | None = None,
+    candidates: torch.Tensor | None = None,
+    refine: bool = False,
+    max_shift_a: float | None = None,
     batch_size: int = 512,
     context: Context | None = None,
 ) -> SearchResult:
-    """Iterative projection matching at ``resolution_a``: each round finds every image's best
-    rotation on the grid ``so3_grid(nside)`` (its shift held at ``shifts_a``), then replaces
-    ``volume`` by the Wiener-filtered reconstruction from those poses (two halves, odd and even
-    rows, for the filter). Stops after ``rounds`` or once at most ``converged`` of the images
-    changed rotation. In a torchrun run (``context``) each rank searches its own particles
-    (``data`` is its shard) and the reconstruction's sums are added over the ranks.
+    """Iterative projection matching at ``resolution_a``.
+
+    Each round finds every image's best pose among the rotations of the grid
+    ``so3_grid(nside)`` (its shift held), its own ``candidates`` (e.g. the encoder's heads)
+    and, after the first round, its pose of the previous round; with ``refine``, a local
+    search then refines that pose's rotation (steps of a half and a quarter of the grid's
+    spacing) and shift (steps of one and half a pixel) (:func:`refine_locally`). The round
+    ends by replacing ``volume`` with the Wiener-filtered reconstruction from the poses
+    found (two halves, odd and even rows, for the filter). Stops after ``rounds`` or once
+    at most ``converged`` of the images moved by more than half the grid's spacing.
+
+    In a torchrun run (``context``) each rank searches its own particles (``data`` is its
+    shard) and the reconstruction's sums are added over the ranks.
+
+    Args:
+        shifts_a: ``(N, 2)`` Å starting shifts.
+        rotations: ``(N, 3, 3)`` starting rotations (what the first round's change is
+            measured against), or None (the first round's change is then 1).
+        candidates: ``(N, C, 3, 3)`` rotations each image also tries in every round.
+        max_shift_a: bound on each axis of the refined shifts (0: shifts are not refined).
     """
     context = context or Context()
     start_time = time.perf_counter()
     device = shifts_a.device
-    rotations = so3_grid(nside).to(device, torch.float32)
+    grid_rotations = so3_grid(nside).to(device, torch.float32)
+    spacing = grid_spacing_deg(nside)
+    steps = (spacing / 2, spacing / 4) if refine else ()
+    pixel = data.pixel_size_a
+    shifts_free = max_shift_a is None or max_shift_a > 0
+    shift_steps = (pixel, pixel / 2) if refine and shifts_free else ()
     grid = data.grid_at(resolution_a)
     box = data.working_box
     radius = _reconstruction_radius(grid)
     n = len(data)
-    index = torch.full((n,), -1, dtype=torch.int64, device=device)
+    current = None if rotations is None else rotations.to(device, torch.float32)
+    shifts = shifts_a.to(device, torch.float32).clone()
+    source = torch.zeros(n, dtype=torch.int64, device=device)
     changed: list[float] = []
-    for _ in range(rounds):
-        slices = _slices(volume, rotations, grid)
-        found = torch.empty_like(index)
+    for round_ in range(rounds):
+        slices = _slices(volume, grid_rotations, grid)
+        hartley = volume.hartley()
+        found = torch.empty(n, 3, 3, device=device)
+        found_shifts = shifts.clone()
         halves = [Accumulator.zeros(box, device, radius) for _ in range(2)]
+        error_sum = 0.0
         for start in range(0, n, batch_size):
             batch = data.load(np.arange(start, min(n, start + batch_size)), grid)
-            shifts = shifts_a[batch.rows]
-            spectra = batch.spectra * phase_ramp(batch.frequencies_a, shifts).conj()
-            best, _ = best_grid_poses(slices, spectra, batch.ctf)
-            found[batch.rows] = best
-            _add_to_halves(halves, batch, rotations[best], shifts, data)
+            rows = batch.rows
+            centred = batch.spectra * phase_ramp(batch.frequencies_a, shifts[rows]).conj()
+            index, errors = best_grid_poses(slices, centred, batch.ctf)
+            best = grid_rotations[index]
+            origin = torch.full_like(index, _GRID)
+            options = []
+            if candidates is not None:
+                options.append((candidates[rows].to(device, torch.float32), _CANDIDATE))
+            if round_ > 0 and current is not None:
+                options.append((current[rows][:, None], _PREVIOUS))
+            for own, label in options:
+                own_slices = _own_slices(volume, hartley, own, grid)
+                values, pick = pair_errors(own_slices, centred, batch.ctf).min(dim=1)
+                better = values < errors
+                best = torch.where(better[:, None, None], _take(own, pick), best)
+                errors = torch.where(better, values, errors)
+                origin[better] = label
+            moved_shifts = shifts[rows]
+            if refine:
+                best, moved_shifts, errors = refine_locally(
+                    volume,
+                    hartley,
+                    grid,
+                    batch.spectra,
+                    batch.ctf,
+                    batch.frequencies_a,
+                    best,
+                    moved_shifts,
+                    steps,
+                    shift_steps,
+                    max_shift_a,
+                )
+            found[rows] = best
+            error_sum += float(errors.double().sum())
+            found_shifts[rows] = moved_shifts
+            source[rows] = origin
+            _add_to_halves(halves, batch, best, moved_shifts, data)
         _sum_over_ranks(halves, context)
-        n_changed = context.sum_float(float((found != index).sum()))
-        changed.append(n_changed / context.sum_float(float(n)))
-        index = found
+        if current is None:
+            n_changed = float(n)
+        else:
+            angles = torch.rad2deg(geodesic_distance(found, current))
+            n_changed = float((angles > spacing / 2).sum())
+        changed.append(context.sum_float(n_changed) / context.sum_float(float(n)))
+        current, shifts = found, found_shifts
         volume.load_map(wiener_maps(*halves)[0].to(device))
         if changed[-1] <= converged:
             break
-    return SearchResult(rotations[index], changed, time.perf_counter() - start_time)
+    assert current is not None
+    counts = torch.bincount(source, minlength=len(_SOURCES)).to(torch.float64)
+    total = context.sum_float(float(n))
+    fractions = {
+        name: context.sum_float(float(counts[i])) / total for i, name in enumerate(_SOURCES)
+    }
+    return SearchResult(
+        current,
+        shifts,
+        changed,
+        bool(changed and changed[-1] <= converged),
+        fractions,
+        context.sum_float(error_sum) / total / grid.n_points,
+        time.perf_counter() - start_time,
+    )

@@ -250,23 +250,25 @@ class AbInitio:
         return self.context.sum_float(total) / self.context.sum_float(count)
 
     @torch.no_grad()
-    def encoder_pass(self, epoch: int) -> float:
+    def encoder_pass(self, epoch: int, keep_candidates: bool = False) -> torch.Tensor | None:
         """Set every particle's pose from its best candidate (encoder in evaluation mode),
-        compared at the resolution of ``epoch``."""
+        compared at the resolution of ``epoch``; with ``keep_candidates``, return every
+        image's candidate rotations ``(n, C, 3, 3)`` (this rank's particles)."""
         assert self.encoder is not None
         self.encoder.eval()
         hartley = self.volume.hartley()
         grid = self._grid(epoch)
-        total = 0.0
         n = len(self.data)
+        kept = []
         for start in range(0, n, self.config.batch_size):
             rows = np.arange(start, min(n, start + self.config.batch_size))
             batch = self.data.load(rows, grid)
             rotations, shifts = self._candidates(batch.images)
-            loss, winner = winner_takes_all(self._errors(batch, rotations, shifts, hartley))
+            _, winner = winner_takes_all(self._errors(batch, rotations, shifts, hartley))
             self._record(batch.rows, rotations, shifts, winner)
-            total += float(loss.sum())
-        return self.context.sum_float(total) / self.n_total
+            if keep_candidates:
+                kept.append(rotations.to(torch.float32))
+        return torch.cat(kept) if keep_candidates else None
 
     def _pose_steps(self, batch: Batch, hartley: torch.Tensor) -> None:
         shifts_on = self.config.predict_shifts
@@ -358,6 +360,13 @@ class AbInitio:
         angles = self.context.gather_rows(angles, self.n_total)
         return changed / self.n_total, float(torch.rad2deg(angles.median()))
 
+    def _moved_since(self, before: torch.Tensor) -> tuple[float, float]:
+        """Median change (degrees) of the particles' rotations since ``before``, and the
+        fraction that moved by more than 5 degrees (an auto-decoding epoch's movement)."""
+        angles = torch.rad2deg(geodesic_distance(self.table.rotations, before))
+        angles = self.context.gather_rows(angles, self.n_total)
+        return float(angles.median()), float((angles > 5.0).double().mean())
+
     def _wants_switch(self, epoch: int, head_change, pose_change) -> bool:
         config = self.config
         if config.amortized_only or self.stage != AMORTIZED or epoch >= config.epochs:
@@ -383,7 +392,8 @@ class AbInitio:
         """Initialise the pose table from the best heads, refine it by global search
         (``search_rounds``), and drop the encoder. Returns the search's record, if any."""
         config = self.config
-        self.encoder_pass(epoch)
+        use = config.search_rounds > 0 and config.search_candidates
+        candidates = self.encoder_pass(epoch, keep_candidates=use)
         assert self.encoder is not None
         self.switch_snapshot = {
             "epoch": epoch,
@@ -394,7 +404,7 @@ class AbInitio:
             "shifts_a": self._gather(self.table.shifts_a).detach().clone(),
             "winners": self._gather(self.winners).detach().clone(),
         }
-        rotations, searched = self.table.rotations, None
+        rotations, shifts, searched = self.table.rotations, self.table.shifts_a, None
         if config.search_rounds > 0:
             found = projection_matching(
                 self.volume,
@@ -404,11 +414,21 @@ class AbInitio:
                 config.search_nside,
                 config.search_rounds,
                 config.search_converged,
+                rotations=self.table.rotations,
+                candidates=candidates,
+                refine=config.search_refine,
+                max_shift_a=self.encoder.max_shift_a if config.predict_shifts else 0.0,
                 context=self.context,
             )
-            rotations = found.rotations
-            searched = {"changed": found.changed, "seconds": found.seconds}
-        self._enter_auto_decoding(rotations, self.table.shifts_a, epoch)
+            rotations, shifts = found.rotations, found.shifts_a
+            searched = {
+                "changed": found.changed,
+                "settled": found.settled,
+                "sources": found.sources,
+                "mean_error": found.mean_error,
+                "seconds": found.seconds,
+            }
+        self._enter_auto_decoding(rotations, shifts, epoch)
         return searched
 
     def _enter_auto_decoding(self, rotations: torch.Tensor, shifts_a, epoch: int) -> None:
@@ -465,8 +485,10 @@ class AbInitio:
             head_change, pose_change = self._changes()
             self.previous = (self.winners.clone(), self.table.rotations.clone())
         else:
+            before = self.table.rotations.clone()
             loss = self._auto_decoding_epoch(epoch, bar)
-            head_change, pose_change = None, None
+            head_change = None
+            pose_change, moved_far = self._moved_since(before)
         switched = self._wants_switch(epoch, head_change, pose_change)
         searched = self.switch(epoch) if switched else None
         if epoch == self.config.epochs and self.stage == AMORTIZED:
@@ -487,6 +509,8 @@ class AbInitio:
             "pose_change_deg": pose_change,
             "switched": switched,
         }
+        if stage == AUTO_DECODING:
+            record["moved_over_5deg"] = moved_far
         if searched is not None:
             record["pose_search"] = searched
         if checked is not None:

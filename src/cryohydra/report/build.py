@@ -259,6 +259,23 @@ def _summary_rows(folder: RunFolder) -> list[tuple[str, object]]:
     return rows
 
 
+def _warnings_html(folder: RunFolder) -> str:
+    """The convergence warnings of a finished run, first thing on the page."""
+    summary = folder.summary
+    if not summary or "warnings" not in summary:
+        return ""
+    if not summary["warnings"]:
+        return (
+            '<p class="ok">Convergence checks: none failed (the search at the switch settled, '
+            "the poses stopped moving, the half-maps agree).</p>"
+        )
+    items = "".join(
+        f"<li>{html.escape(w['message'])} <em>Try:</em> {html.escape(w['advice'])}.</li>"
+        for w in summary["warnings"]
+    )
+    return f'<div class="warning"><h2>This run may not have converged</h2><ul>{items}</ul></div>'
+
+
 _STYLE = """
 body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; color: #222; }
 table { border-collapse: collapse; margin: 0.5em 0 1.5em; font-size: 0.9em; }
@@ -267,6 +284,8 @@ th { background: #f3f3f3; }
 figure { margin: 1.5em 0; }
 figure img { max-width: 100%; border: 1px solid #ddd; }
 figcaption { color: #555; font-size: 0.9em; }
+.warning { border: 2px solid #c00; background: #fff0f0; padding: 0.5em 1em; }
+.ok { color: #060; }
 """
 
 
@@ -289,6 +308,7 @@ def write_report(outdir: str | Path) -> Path:
         f"<title>cryohydra reconstruct: {html.escape(folder.outdir.name)}</title>"
         f"<style>{_STYLE}</style></head><body>"
         f"<h1>cryohydra reconstruct: {html.escape(str(folder.outdir))}</h1>"
+        f"{_warnings_html(folder)}"
         f"<h2>Summary</h2>{_table(_summary_rows(folder))}"
         f"{''.join(sections)}"
         f"<h2>Settings</h2>{settings}"
