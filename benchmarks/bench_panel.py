@@ -41,7 +41,13 @@ from cryohydra.data import default_structure  # noqa: E402
 from cryohydra.io.star import read_star  # noqa: E402
 from cryohydra.reconstruct.backproject import reconstruct_known_poses  # noqa: E402
 from cryohydra.reconstruct.config import ReconstructConfig  # noqa: E402
-from cryohydra.reconstruct.job import RUN_FILE, JobOptions, reference_fsc, run_job  # noqa: E402
+from cryohydra.reconstruct.job import (  # noqa: E402
+    RUN_FILE,
+    STARTS_FILE,
+    JobOptions,
+    reference_fsc,
+    run_job,
+)
 from cryohydra.simulate import SimulationConfig, simulate  # noqa: E402
 from datasets import CTF_TABLE, MODELS, WORK  # noqa: E402
 
@@ -206,10 +212,23 @@ def run_one(panel_set: PanelSet, seed: int, overrides: dict, args) -> dict:
         "switch_epoch": summary["training"][0]["switch_epoch"],
         "search_settled": search.get("settled"),
         "warnings": [w["code"] for w in summary.get("warnings", [])],
-        "training_seconds": sum(r["seconds"] for r in records),
+        "training_seconds": _training_seconds(folder, records),
+        "starts": summary["training"][0].get("starts"),
         "wall_seconds_this_call": time.perf_counter() - start,
         "machine": machine(),
     }
+
+
+def _training_seconds(folder: Path, records: list[dict]) -> float:
+    """The epochs' time (without evaluation), the starts not continued included."""
+    total = sum(r["seconds"] for r in records)
+    if (folder / STARTS_FILE).exists():
+        choice = json.loads((folder / STARTS_FILE).read_text())
+        for start in choice["starts"]:
+            if start["start"] != choice["chosen_start"]:
+                log = folder / "starts" / f"start_{start['start']}" / "log.jsonl"
+                total += sum(json.loads(x)["seconds"] for x in log.read_text().splitlines() if x)
+    return total
 
 
 def _load() -> list[dict]:

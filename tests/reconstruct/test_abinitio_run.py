@@ -266,3 +266,33 @@ def test_loader_workers_give_the_same_run(dataset):
         runs.append(run)
     assert torch.equal(runs[0].table.rotations, runs[1].table.rotations)
     assert torch.equal(runs[0].volume.mantissa, runs[1].volume.mantissa)
+
+
+def test_several_starts_continue_the_one_with_the_lowest_loss(dataset, tmp_path):
+    particles = read_star(dataset / "particles.star")
+    config = _small(epochs=3, switch=1, starts=3)
+    summary = run_job(particles, config, JobOptions(tmp_path / "starts", progress=False))
+    choice = json.loads((tmp_path / "starts" / "starts.json").read_text())
+    starts = choice["starts"]
+    assert [s["seed"] for s in starts] == [0, 1, 2]
+    assert all(s["epoch"] == 2 and s["switch_epoch"] == 1 for s in starts)
+    losses = [s["loss"] for s in starts]
+    assert len(set(losses)) == 3  # the seeds made different starts
+    assert choice["chosen_start"] == int(np.argmin(losses))
+    assert summary["training"][0]["starts"] == choice
+    for k in range(3):  # each start's log stays, its state goes
+        folder = tmp_path / "starts" / "starts" / f"start_{k}"
+        assert len((folder / "log.jsonl").read_text().splitlines()) == 2
+        assert not (folder / "checkpoint.pt").exists()
+    # The run is the chosen start carried on: the same as one start with its seed.
+    seed = choice["chosen_seed"]
+    single = _small(epochs=3, switch=1, seed=seed)
+    run_job(particles, single, JobOptions(tmp_path / "single", progress=False))
+    continued = _star_poses(tmp_path / "starts" / "particles.star")
+    alone = _star_poses(tmp_path / "single" / "particles.star")
+    np.testing.assert_allclose(continued[0], alone[0], atol=1e-6)
+    np.testing.assert_allclose(continued[1], alone[1], atol=1e-5)
+    epochs = [json.loads(line)["epoch"] for line in (tmp_path / "starts" / "log.jsonl").open()]
+    assert epochs == [1, 2, 3]
+    with pytest.raises(ValueError, match="starts"):
+        ReconstructConfig(mode="amortized", starts=2)

@@ -140,6 +140,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the search refines each pose locally every round (see docs/reconstruct.md)",
     )
     parser.add_argument(
+        "--starts",
+        type=int,
+        default=_DEFAULTS.starts,
+        metavar="N",
+        help="independent amortized starts; the run continues the one whose loss is lowest "
+        "after its first auto-decoding epoch (costs the amortized stage N times)",
+    )
+    parser.add_argument(
         "--no-symmetry-check",
         action="store_true",
         help="do not try each particle's pose under the map's self-superposition",
@@ -196,6 +204,7 @@ def config_from_args(args: argparse.Namespace) -> ReconstructConfig:
         search_candidates=args.search_candidates,
         search_refine=args.search_refine,
         symmetry_check=not args.no_symmetry_check,
+        starts=args.starts,
         invert_contrast=args.invert_contrast,
         seed=args.seed,
     )

@@ -8,6 +8,8 @@ Layout of ``OUTDIR`` (one run; with half-sets the training files are in ``half_a
     log.jsonl            one JSON record per epoch: losses, time, and with true poses in the
                          input the pose error (and FSC vs --reference-map)
     checkpoint.pt        everything needed to continue (written after every epoch)
+    starts/, starts.json with ``--starts N``: each start's log and poses up to its first
+                         auto-decoding epoch, their losses there and the one continued
     history/             every epoch's poses; switch_state.pt: the encoder and volume at the
                          switch (:mod:`cryohydra.reconstruct.history`), for the analyses
     model_volume.mrc     the learned volume at the working pixel size
@@ -32,8 +34,9 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -61,6 +64,7 @@ __all__ = ["RUN_FILE", "JobOptions", "reference_fsc", "run_job"]
 log = logging.getLogger(__name__)
 RUN_FILE = "cryohydra-run.json"
 DISTRIBUTED_FILE = "distributed.json"  # a torchrun run: the particles each rank trained on
+STARTS_FILE = "starts.json"  # several starts: each one's loss, and which one was continued
 _OUTPUTS = (
     "particles.star",
     "map.mrc",
@@ -221,10 +225,12 @@ def _train(
     context: Context,
     device: torch.device,
     init_poses: tuple[np.ndarray, np.ndarray] | None = None,
+    trial: bool = False,
 ) -> AbInitio:
     """Train (or resume) one run in ``run_dir``; returns the trained run. In a torchrun run
     every rank trains its shard; rank 0 alone writes the files. ``init_poses``: start the
-    auto-decoding stage from these poses of ``particles`` (not on resume)."""
+    auto-decoding stage from these poses of ``particles`` (not on resume). ``trial``: stop
+    after the first auto-decoding epoch (one of several starts)."""
     main = context.is_main
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -273,7 +279,9 @@ def _train(
             stream.write(json.dumps(record) + "\n")
         _atomic_save(state, checkpoint)
 
-    run.fit(on_epoch, progress=options.progress)
+    run.fit(on_epoch, progress=options.progress, trial=trial)
+    if trial:
+        return run
     seen = run.seen_rows()
     if main:
         write_map(
@@ -287,6 +295,79 @@ def _train(
                 json.dumps({"world_size": context.world_size, "rows_per_rank": seen}) + "\n"
             )
     return run
+
+
+def _train_best_start(
+    particles: ParticleSet,
+    config: ReconstructConfig,
+    run_dir: Path,
+    options: JobOptions,
+    reference: _Reference | None,
+    context: Context,
+    device: torch.device,
+    init_poses: tuple[np.ndarray, np.ndarray] | None = None,
+) -> AbInitio:
+    """:func:`_train` with ``config.starts`` starts: each start (seed ``config.seed + k``) is
+    trained in ``run_dir/starts/start_k`` to the end of its first auto-decoding epoch; the one
+    with the lowest loss there is copied into ``run_dir`` and trained to the end. The choice is
+    written to ``run_dir/starts.json``; a resumed run resumes the starts, or the chosen one."""
+    if config.starts == 1 or init_poses is not None:
+        return _train(particles, config, run_dir, options, reference, context, device, init_poses)
+    choice_file = run_dir / STARTS_FILE
+    if options.resume and choice_file.exists() and (run_dir / "checkpoint.pt").exists():
+        chosen = json.loads(choice_file.read_text())["chosen_seed"]
+        log.info("resuming the chosen start (seed %d) in %s", chosen, run_dir)
+        return _train(
+            particles, replace(config, seed=chosen), run_dir, options, reference, context, device
+        )
+    starts = []
+    for k in range(config.starts):
+        start_config = replace(config, seed=config.seed + k, starts=1)
+        start_dir = run_dir / "starts" / f"start_{k}"
+        trial = _train(
+            particles, start_config, start_dir, options, reference, context, device, trial=True
+        )
+        last = _read_log(start_dir / "log.jsonl")[-1] if context.is_main else {}
+        starts.append(
+            {
+                "start": k,
+                "seed": start_config.seed,
+                "epoch": trial.epoch,
+                "switch_epoch": trial.switch_epoch,
+                "loss": last.get("loss"),
+                # with true poses in the input (benchmarks): how good each start was
+                "median_rotation_error_deg": last.get("median_rotation_error_deg"),
+            }
+        )
+        del trial
+    best = context.broadcast_object(
+        min(range(len(starts)), key=lambda k: starts[k]["loss"]) if context.is_main else None
+    )
+    chosen_dir = run_dir / "starts" / f"start_{best}"
+    if context.is_main:
+        for name in ("checkpoint.pt", "log.jsonl", SWITCH_FILE):
+            if (chosen_dir / name).exists():
+                shutil.copy2(chosen_dir / name, run_dir / name)
+        shutil.copytree(chosen_dir / "history", run_dir / "history", dirs_exist_ok=True)
+        choice = {"chosen_start": best, "chosen_seed": starts[best]["seed"], "starts": starts}
+        choice_file.write_text(json.dumps(choice, indent=2) + "\n")
+        for k in range(len(starts)):  # the starts' logs and poses stay; their states go
+            (run_dir / "starts" / f"start_{k}" / "checkpoint.pt").unlink(missing_ok=True)
+        log.info(
+            "starts: losses %s after their first auto-decoding epoch; continuing start %d",
+            ", ".join(f"{s['loss']:.1f}" for s in starts),
+            best,
+        )
+    context.barrier()
+    return _train(
+        particles,
+        replace(config, seed=starts[best]["seed"]),
+        run_dir,
+        replace(options, resume=True),
+        reference,
+        context,
+        device,
+    )
 
 
 def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptions) -> dict:
@@ -344,7 +425,7 @@ def _run_job(
     if options.half_sets:
         halves = random_half_split(len(particles), config.seed)
         runs = [
-            _train(
+            _train_best_start(
                 particles.subset(h),
                 config,
                 outdir / name,
@@ -369,13 +450,19 @@ def _run_job(
         training = [_run_summary(r) for r in runs]
         half_split: tuple[np.ndarray, np.ndarray] | None = halves
     else:
-        run = _train(particles, config, outdir, options, reference, context, device, init)
+        run = _train_best_start(
+            particles, config, outdir, options, reference, context, device, init
+        )
         rotations, shifts = run.poses()
         if not context.is_main:
             return {"rank": context.rank}
         training = [_run_summary(run)]
         half_split = None
     trained = time.perf_counter() - started
+    run_dirs = [outdir / "half_a", outdir / "half_b"] if options.half_sets else [outdir]
+    for entry, run_dir in zip(training, run_dirs, strict=True):
+        if (run_dir / STARTS_FILE).exists():
+            entry["starts"] = json.loads((run_dir / STARTS_FILE).read_text())
 
     estimated = bare.with_poses(rotations, shifts if config.predict_shifts else None)
     write_star(outdir / "particles.star", estimated, force=True)
@@ -424,7 +511,6 @@ def _run_job(
         summary["pose_error"] = errors.to_dict()
     plot_fsc(curves, outdir / "fsc.png", title="FSC")
     (outdir / "fsc.json").write_text(json.dumps(curve.to_dict(), indent=2) + "\n")
-    run_dirs = [outdir / "half_a", outdir / "half_b"] if options.half_sets else [outdir]
     logs = [_read_log(d / "log.jsonl") for d in run_dirs]
     warnings = convergence_warnings(logs, summary["half_map_resolution_a_0.143"], 2 * pixel)
     summary["warnings"] = [w.to_dict() for w in warnings]

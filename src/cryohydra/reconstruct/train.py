@@ -526,9 +526,14 @@ class AbInitio:
         return record
 
     def fit(
-        self, on_epoch: Callable[[AbInitio, dict], None] | None = None, progress: bool = True
+        self,
+        on_epoch: Callable[[AbInitio, dict], None] | None = None,
+        progress: bool = True,
+        trial: bool = False,
     ) -> None:
-        """Train the remaining epochs; ``on_epoch(run, record)`` after each (log, checkpoint)."""
+        """Train the remaining epochs; ``on_epoch(run, record)`` after each (log, checkpoint).
+        ``trial``: stop after the first auto-decoding epoch (one start of several, to be
+        compared by :attr:`ReconstructConfig.starts`)."""
         n = len(self.data)
         bar = tqdm(
             total=self.config.epochs * n,
@@ -537,11 +542,16 @@ class AbInitio:
             disable=not progress or not self.context.is_main,
             dynamic_ncols=True,
         )
-        while self.epoch < self.config.epochs:
+        while self.epoch < self.config.epochs and not (trial and self.past_first_refinement):
             record = self.run_epoch(bar)
             if on_epoch is not None:
                 on_epoch(self, record)
         bar.close()
+
+    @property
+    def past_first_refinement(self) -> bool:
+        """At least one auto-decoding epoch is done."""
+        return self.switch_epoch is not None and self.epoch > self.switch_epoch
 
     # ------------------------------------------------------------------------------------
     # Results and checkpoints
