@@ -67,7 +67,12 @@ def test_switch_after_fixed_epoch_and_modes_without_switch(dataset):
     assert run.switch_epoch == 1 and run.stage == AUTO_DECODING and run.encoder is None
     search = records[0]["pose_search"]  # the global search ran at the switch and is logged
     assert search["changed"][0] == 1.0 and 1 <= len(search["changed"]) <= 10
-    assert "pose_search" not in records[1]
+    assert "pose_search" not in records[1] and "coarse" not in search
+    assert search["resolution_a"] == run.loss_resolution_a(1)
+    coarse_first = AbInitio(particles, _small(epochs=2, switch=1, search_coarse_resolution_a=35.0))
+    search = coarse_first.run_epoch(_NoBar())["pose_search"]
+    assert search["coarse"]["resolution_a"] == 35.0 and search["coarse"]["changed"][0] == 1.0
+    assert search["resolution_a"] == coarse_first.loss_resolution_a(1) == 15.0
     plain = AbInitio(particles, _small(epochs=2, switch=1, search_rounds=0))
     assert "pose_search" not in plain.run_epoch(_NoBar()) and plain.stage == AUTO_DECODING
     for mode in ("amortized", "cryoai"):
@@ -276,6 +281,7 @@ def test_several_starts_continue_the_one_with_the_lowest_loss(dataset, tmp_path)
     starts = choice["starts"]
     assert [s["seed"] for s in starts] == [0, 1, 2]
     assert all(s["epoch"] == 2 and s["switch_epoch"] == 1 for s in starts)
+    assert all(0 <= s["median_rotation_error_deg"] <= 180 for s in starts)  # truth in the input
     losses = [s["loss"] for s in starts]
     assert len(set(losses)) == 3  # the seeds made different starts
     assert choice["chosen_start"] == int(np.argmin(losses))

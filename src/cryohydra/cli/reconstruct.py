@@ -130,6 +130,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rounds of global pose search at the switch (0: start from the best heads)",
     )
     parser.add_argument(
+        "--search-coarse-resolution",
+        type=float,
+        default=_DEFAULTS.search_coarse_resolution_a or 0.0,
+        metavar="A",
+        help="the search first runs at this coarser resolution (Å), then at --start-resolution "
+        "(0: at --start-resolution only)",
+    )
+    parser.add_argument(
         "--search-candidates",
         action="store_true",
         help="the search also tries each image's encoder candidates (see docs/reconstruct.md)",
@@ -201,6 +209,7 @@ def config_from_args(args: argparse.Namespace) -> ReconstructConfig:
         march_epochs=args.march_epochs,
         encoder_box=args.encoder_box or None,
         search_rounds=args.search_rounds,
+        search_coarse_resolution_a=args.search_coarse_resolution or None,
         search_candidates=args.search_candidates,
         search_refine=args.search_refine,
         symmetry_check=not args.no_symmetry_check,

@@ -62,6 +62,9 @@ class ReconstructConfig:
             ``6 n`` in-plane angles, spaced about ``58.6 / n`` degrees; 4: 4,608 rotations).
         search_converged: the search stops once at most this fraction of images move by more
             than half the grid's spacing in a round.
+        search_coarse_resolution_a: the search first runs (up to ``search_rounds``) at this
+            coarser resolution (Å), then at ``start_resolution_a`` from where it ended; None:
+            at ``start_resolution_a`` only.
         search_candidates: every round of the search also tries each image's ``M`` encoder
             candidates (and its pose of the previous round) beside the grid. Off by default:
             on the demo's set, from an encoder whose best heads were 102 degrees off, it
@@ -119,6 +122,7 @@ class ReconstructConfig:
     search_rounds: int = 10
     search_nside: int = 4
     search_converged: float = 0.02
+    search_coarse_resolution_a: float | None = None
     search_candidates: bool = False
     search_refine: bool = False
     symmetry_check: bool = True
@@ -147,7 +151,7 @@ class ReconstructConfig:
             raise ValueError(f"march_epochs must be >= 0, got {self.march_epochs}")
         if self.encoder_box is not None and (self.encoder_box < 8 or self.encoder_box % 2):
             raise ValueError(f"encoder box must be even and >= 8, got {self.encoder_box}")
-        for name in ("start_resolution_a", "max_resolution_a"):
+        for name in ("start_resolution_a", "max_resolution_a", "search_coarse_resolution_a"):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")

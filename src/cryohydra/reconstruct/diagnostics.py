@@ -33,8 +33,9 @@ __all__ = ["HALF_MAP_LIMIT", "MOVING_LIMIT", "Warning_", "convergence_warnings"]
 MOVING_LIMIT = 0.10
 HALF_MAP_LIMIT = 1.5
 _ADVICE = (
-    "run again with another --seed, or with more particles; a later switch (--switch N) or "
-    "--half-sets (two independent runs whose agreement is the gold standard) also help"
+    "several starts, keeping the one that explains the images best (--starts 3), or another "
+    "--seed, or more particles; a later switch (--switch N) or --half-sets (two independent "
+    "runs whose agreement is the gold standard) also help"
 )
 
 

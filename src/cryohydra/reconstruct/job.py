@@ -336,7 +336,7 @@ def _train_best_start(
                 "switch_epoch": trial.switch_epoch,
                 "loss": last.get("loss"),
                 # with true poses in the input (benchmarks): how good each start was
-                "median_rotation_error_deg": last.get("median_rotation_error_deg"),
+                "median_rotation_error_deg": last.get("pose_error", {}).get("median_rotation_deg"),
             }
         )
         del trial

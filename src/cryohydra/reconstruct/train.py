@@ -406,28 +406,40 @@ class AbInitio:
         }
         rotations, shifts, searched = self.table.rotations, self.table.shifts_a, None
         if config.search_rounds > 0:
-            found = projection_matching(
-                self.volume,
-                self.data,
-                self.table.shifts_a,
-                self.loss_resolution_a(epoch),
-                config.search_nside,
-                config.search_rounds,
-                config.search_converged,
-                rotations=self.table.rotations,
-                candidates=candidates,
-                refine=config.search_refine,
-                max_shift_a=self.encoder.max_shift_a if config.predict_shifts else 0.0,
-                context=self.context,
-            )
-            rotations, shifts = found.rotations, found.shifts_a
-            searched = {
-                "changed": found.changed,
-                "settled": found.settled,
-                "sources": found.sources,
-                "mean_error": found.mean_error,
-                "seconds": found.seconds,
-            }
+            searched = {}
+            resolution_a = self.loss_resolution_a(epoch)
+            coarse_a = config.search_coarse_resolution_a
+            stages = [resolution_a] if coarse_a is None else [max(coarse_a, resolution_a)]
+            if stages[0] != resolution_a:  # coarse first, then at the loss's resolution
+                stages.append(resolution_a)
+            for stage_resolution_a in stages:
+                found = projection_matching(
+                    self.volume,
+                    self.data,
+                    shifts,
+                    stage_resolution_a,
+                    config.search_nside,
+                    config.search_rounds,
+                    config.search_converged,
+                    rotations=rotations,
+                    candidates=candidates,
+                    refine=config.search_refine,
+                    max_shift_a=self.encoder.max_shift_a if config.predict_shifts else 0.0,
+                    context=self.context,
+                )
+                rotations, shifts = found.rotations, found.shifts_a
+                if searched:  # the coarse stage, kept apart
+                    searched = {"coarse": searched}
+                searched.update(
+                    {
+                        "resolution_a": stage_resolution_a,
+                        "changed": found.changed,
+                        "settled": found.settled,
+                        "sources": found.sources,
+                        "mean_error": found.mean_error,
+                        "seconds": found.seconds,
+                    }
+                )
         self._enter_auto_decoding(rotations, shifts, epoch)
         return searched
 
