@@ -11,7 +11,8 @@ def test_demo_runs_end_to_end_and_keeps_foreign_folders(tmp_path, capsys):
     outdir = tmp_path / "demo"
     # 160 particles and 2 epochs cannot reach the known-pose map: the demo must say so
     # (exit status 1, "FAILED", the convergence warnings), not end as if it had worked.
-    assert main(["--outdir", str(outdir), "-n", "160", "--epochs", "2", "--device", "cpu"]) == 1
+    tiny = ["-n", "160", "--epochs", "2", "--starts", "2", "--device", "cpu"]
+    assert main(["--outdir", str(outdir), *tiny]) == 1
     printed = capsys.readouterr().out
     assert "FAILED: the ab-initio map is not within 10 %" in printed
     report = json.loads((outdir / "report.json").read_text())
@@ -20,6 +21,7 @@ def test_demo_runs_end_to_end_and_keeps_foreign_folders(tmp_path, capsys):
     for key in ("resolution_vs_truth_a_05", "known_pose_resolution_vs_truth_a_05"):
         assert report[key] >= report["nyquist_a"] - 1e-6
     assert 0 <= report["median_rotation_error_deg"] <= 180
+    assert len(report["starts"]["starts"]) == 2 and "starts: losses" in printed
     recon = outdir / "reconstruction"
     for name in (
         "map.mrc",
@@ -33,7 +35,8 @@ def test_demo_runs_end_to_end_and_keeps_foreign_folders(tmp_path, capsys):
     assert str(recon / "map.mrc") in printed
     assert (outdir / MARKER).exists()
     # Running again replaces the demo's own folder; a folder it did not make is refused.
-    assert main(["--outdir", str(outdir), "-n", "160", "--epochs", "1", "--device", "cpu"]) == 1
+    again = ["-n", "160", "--epochs", "1", "--starts", "1", "--device", "cpu"]
+    assert main(["--outdir", str(outdir), *again]) == 1
     foreign = tmp_path / "mine"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("keep")
@@ -44,12 +47,14 @@ def test_demo_runs_end_to_end_and_keeps_foreign_folders(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_the_demo_reaches_its_known_pose_map(tmp_path, capsys):
-    """``make demo`` as a user runs it (6,000 particles, 20 epochs; about ten minutes on two
-    cores): the ab-initio map within 10 % of the known-pose map, no convergence warning."""
+    """``make demo`` as a user runs it (6,000 particles, 20 epochs, 3 starts; about a quarter
+    of an hour on two cores): the ab-initio map within 10 % of the known-pose map, the poses
+    still at the end. (The search at the switch may not settle in a run that ends well: on
+    this set both seeds that succeeded with one start warned so; docs/reconstruct.md.)"""
     outdir = tmp_path / "demo"
     assert main(["--outdir", str(outdir), "--device", "cpu"]) == 0
     report = json.loads((outdir / "report.json").read_text())
     assert report["reached_known_pose_map"]
     assert report["median_rotation_error_deg"] < 3.0
-    assert report["warnings"] == []
+    assert {w["code"] for w in report["warnings"]} <= {"search_not_settled"}
     assert "Success" in capsys.readouterr().out

@@ -28,6 +28,10 @@ N_PARTICLES = 6000
 # The demo succeeds when its map is within 10 % of the known-pose map's resolution (FSC 0.5
 # against the truth), the success criterion of the robustness panel (benchmarks/bench_panel.py).
 SUCCESS_MARGIN = 1.10
+# Amortized starts (``reconstruct --starts``): with one, seed 0 of this set ends 132 degrees
+# off while seeds 1 and 2 succeed; the run continues the start whose loss is lowest after its
+# first auto-decoding epoch (docs/reconstruct.md, "Several starts").
+STARTS = 3
 
 
 def _claim(outdir: Path) -> None:
@@ -37,7 +41,9 @@ def _claim(outdir: Path) -> None:
     (outdir / MARKER).write_text("made by `python -m cryohydra.demo`; safe to delete\n")
 
 
-def run_demo(outdir: Path, n_particles: int, snr: float, device: str, epochs: int) -> dict:
+def run_demo(
+    outdir: Path, n_particles: int, snr: float, device: str, epochs: int, starts: int = STARTS
+) -> dict:
     _claim(outdir)
     timings = {}
     start = time.perf_counter()
@@ -56,13 +62,16 @@ def run_demo(outdir: Path, n_particles: int, snr: float, device: str, epochs: in
     timings["simulate_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
-    print(f"[2/3] Ab-initio reconstruction ({epochs} epochs; poses and map from the images)")
+    print(
+        f"[2/3] Ab-initio reconstruction ({epochs} epochs, {starts} amortized starts; poses "
+        "and map from the images)"
+    )
     particles = read_star(dataset / "particles.star")
     recon = outdir / "reconstruction"
     options = JobOptions(
         outdir=recon, device=device, force=True, reference_map=dataset / "ground_truth.mrc"
     )
-    summary = run_job(particles, ReconstructConfig(epochs=epochs), options)
+    summary = run_job(particles, ReconstructConfig(epochs=epochs, starts=starts), options)
     timings["reconstruct_s"] = time.perf_counter() - start
 
     start = time.perf_counter()
@@ -78,6 +87,7 @@ def run_demo(outdir: Path, n_particles: int, snr: float, device: str, epochs: in
         "snr": snr,
         "epochs": epochs,
         "switch_epoch": summary["training"][0]["switch_epoch"],
+        "starts": summary["training"][0].get("starts"),
         "median_rotation_error_deg": errors["median_rotation_error_deg"],
         "mean_rotation_error_deg": errors["mean_rotation_error_deg"],
         "median_shift_error_a": errors["median_shift_error_a"],
@@ -103,10 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("-n", "--n-particles", type=int, default=N_PARTICLES)
     parser.add_argument("--snr", type=float, default=0.1)
     parser.add_argument("--epochs", type=int, default=ReconstructConfig().epochs)
+    parser.add_argument("--starts", type=int, default=STARTS, help="amortized starts")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     args = parser.parse_args(argv)
     outdir = Path(args.outdir).resolve()
-    report = run_demo(outdir, args.n_particles, args.snr, args.device, args.epochs)
+    report = run_demo(outdir, args.n_particles, args.snr, args.device, args.epochs, args.starts)
     recon = outdir / "reconstruction"
     print(
         "\nDone.\n"
@@ -126,6 +137,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{report['median_shift_error_a']:.2f} Å (median); switch after epoch "
         f"{report['switch_epoch']}"
     )
+    if report["starts"]:
+        choice = report["starts"]
+        losses = ", ".join(f"{start['loss']:.1f}" for start in choice["starts"])
+        print(
+            f"  starts: losses {losses} after their first auto-decoding epoch; continued "
+            f"start {choice['chosen_start']} (seed {choice['chosen_seed']})"
+        )
     for warning in report["warnings"]:
         print(f"  WARNING: {warning['message']} Try: {warning['advice']}.")
     if report["reached_known_pose_map"]:
