@@ -38,16 +38,18 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, commit, machine  # noqa: E402
 from cryohydra.data import default_structure  # noqa: E402
-from cryohydra.io.star import read_star  # noqa: E402
-from cryohydra.reconstruct.backproject import reconstruct_known_poses  # noqa: E402
-from cryohydra.reconstruct.config import ReconstructConfig  # noqa: E402
-from cryohydra.reconstruct.job import (  # noqa: E402
+from cryohydra.inference.config import ReconstructConfig  # noqa: E402
+from cryohydra.io.run_folder import (  # noqa: E402
+    LOG_FILE,
     RUN_FILE,
+    STARTS_DIR,
     STARTS_FILE,
-    JobOptions,
-    reference_fsc,
-    run_job,
+    read_log,
 )
+from cryohydra.io.star import read_star  # noqa: E402
+from cryohydra.jobs.abinitio import JobOptions, run_job  # noqa: E402
+from cryohydra.metrics.reference import reference_fsc  # noqa: E402
+from cryohydra.reconstruct.backproject import reconstruct_known_poses  # noqa: E402
 from cryohydra.simulate import SimulationConfig, simulate  # noqa: E402
 from datasets import CTF_TABLE, MODELS, WORK  # noqa: E402
 
@@ -187,7 +189,7 @@ def run_one(panel_set: PanelSet, seed: int, overrides: dict, args) -> dict:
     code = commit()
     start = time.perf_counter()
     summary = run_job(read_star(panel_set.folder / "particles.star"), config, options)
-    records = [json.loads(x) for x in (folder / "log.jsonl").read_text().splitlines() if x]
+    records = read_log(folder / LOG_FILE)
     errors = summary["pose_error"]
     ceiling = panel_set.ceiling()
     resolution = summary["resolution_vs_reference_a_0.5"]
@@ -226,8 +228,8 @@ def _training_seconds(folder: Path, records: list[dict]) -> float:
         choice = json.loads((folder / STARTS_FILE).read_text())
         for start in choice["starts"]:
             if start["start"] != choice["chosen_start"]:
-                log = folder / "starts" / f"start_{start['start']}" / "log.jsonl"
-                total += sum(json.loads(x)["seconds"] for x in log.read_text().splitlines() if x)
+                log = folder / STARTS_DIR / f"start_{start['start']}" / LOG_FILE
+                total += sum(r["seconds"] for r in read_log(log))
     return total
 
 

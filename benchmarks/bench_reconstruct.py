@@ -39,9 +39,10 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from common import RESULTS, commit, write_results  # noqa: E402
+from cryohydra.inference.config import ReconstructConfig  # noqa: E402
+from cryohydra.io.run_folder import LOG_FILE, RUN_FILE, read_log  # noqa: E402
 from cryohydra.io.star import read_star  # noqa: E402
-from cryohydra.reconstruct.config import ReconstructConfig  # noqa: E402
-from cryohydra.reconstruct.job import RUN_FILE, JobOptions, run_job  # noqa: E402
+from cryohydra.jobs.abinitio import JobOptions, run_job  # noqa: E402
 from datasets import WORK, all_standard  # noqa: E402
 
 NAME = "reconstruct"
@@ -95,7 +96,7 @@ def run_one(dataset, mode: str, switch: str, args) -> dict:
     summary = run_job(read_star(dataset.star), config, options)
     errors = summary["pose_error"]
     known = _known_pose().get(dataset.name, {})
-    records = [json.loads(x) for x in (folder / "log.jsonl").read_text().splitlines() if x]
+    records = read_log(folder / LOG_FILE)
     return {
         "dataset": dataset.name,
         "setting": setting,
@@ -116,7 +117,7 @@ def run_one(dataset, mode: str, switch: str, args) -> dict:
         "training_seconds": sum(r["seconds"] for r in records),
         "training_seconds_this_call": summary["training_seconds"],
         "wall_seconds_this_call": time.perf_counter() - start,
-        "log": str((folder / "log.jsonl").relative_to(WORK.parent.parent)),
+        "log": str((folder / LOG_FILE).relative_to(WORK.parent.parent)),
     }
 
 

@@ -62,8 +62,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, commit, machine  # noqa: E402
 from cryohydra.io.mrc import read_map  # noqa: E402
 from cryohydra.io.read import read_particles  # noqa: E402
+from cryohydra.io.run_folder import (  # noqa: E402
+    LOG_FILE,
+    MAP_FILE,
+    PARTICLES_FILE,
+    SUMMARY_FILE,
+    read_log,
+)
 from cryohydra.metrics.pose_error import pose_errors  # noqa: E402
-from cryohydra.reconstruct.job import reference_fsc  # noqa: E402
+from cryohydra.metrics.reference import reference_fsc  # noqa: E402
 from cryohydra.simulate import simulate  # noqa: E402
 from datasets import SYMMETRY, WORK, config  # noqa: E402
 
@@ -189,7 +196,7 @@ def _threads_env(threads: int) -> dict:
 
 def _excluded(run: Run) -> float:
     """Seconds of a cryohydra run spent scoring its model against the truth (not its work)."""
-    log = run.folder / "out" / "log.jsonl"
+    log = run.folder / "out" / LOG_FILE
     if run.family != "cryohydra" or not log.exists():
         return 0.0
     lines = log.read_text().splitlines()
@@ -453,10 +460,10 @@ def _spread(items: list, n: int) -> list:
 
 def _cryohydra(run: Run, record: dict) -> dict:
     out = run.folder / "out"
-    log = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines() if x.strip()]
+    log = read_log(out / LOG_FILE)
     evaluation = sum(r.get("evaluation_seconds", 0.0) for r in log)
     curve, clock = [], 0.0
-    summary_path = out / "summary.json"
+    summary_path = out / SUMMARY_FILE
     summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
     setup = max(0.0, record["wall_seconds"] - summary.get("total_seconds", record["wall_seconds"]))
     for entry in log:  # time: process start + setup + epochs so far, evaluation excluded
@@ -464,9 +471,9 @@ def _cryohydra(run: Run, record: dict) -> dict:
         if "model_fsc_vs_reference_a_0.5" in entry:
             curve.append([setup + clock, entry["model_fsc_vs_reference_a_0.5"]])
     result = {"evaluation_seconds_excluded": evaluation, "epochs_run": len(log)}
-    if (out / "map.mrc").exists():
-        result["resolution_a"] = _map_resolution(run.data, out / "map.mrc")
-        rotations, _ = read_particles(out / "particles.star").require_poses()
+    if (out / MAP_FILE).exists():
+        result["resolution_a"] = _map_resolution(run.data, out / MAP_FILE)
+        rotations, _ = read_particles(out / PARTICLES_FILE).require_poses()
         result["median_rotation_error_deg"] = _rotation_error(run.data, rotations)
         curve.append([record["wall_seconds"] - evaluation, result["resolution_a"]])
     elif curve:  # stopped at the cap before the final map: its last model
@@ -479,7 +486,7 @@ def _cryohydra(run: Run, record: dict) -> dict:
 def _orient(run: Run, record: dict) -> dict:
     out = run.folder / "out"
     rotations, _ = read_particles(out / "poses.star").require_poses()
-    resolution = _map_resolution(run.data, out / "map.mrc")
+    resolution = _map_resolution(run.data, out / MAP_FILE)
     return {
         "resolution_a": resolution,
         "median_rotation_error_deg": _rotation_error(run.data, rotations),
@@ -489,7 +496,7 @@ def _orient(run: Run, record: dict) -> dict:
 
 
 def _known(run: Run, record: dict) -> dict:
-    resolution = _map_resolution(run.data, run.folder / "out" / "map.mrc")
+    resolution = _map_resolution(run.data, run.folder / "out" / MAP_FILE)
     return {"resolution_a": resolution, "median_rotation_error_deg": 0.0}
 
 
@@ -530,9 +537,9 @@ def _cryodrgn(run: Run, record: dict) -> dict:
 
 def _aspire(run: Run, record: dict) -> dict:
     out = run.folder / "out"
-    if not (out / "map.mrc").exists():
+    if not (out / MAP_FILE).exists():
         return {"curve": []}
-    resolution = _map_resolution(run.data, out / "map.mrc")
+    resolution = _map_resolution(run.data, out / MAP_FILE)
     rotations = np.load(out / "rotations.npy")
     return {
         "resolution_a": resolution,

@@ -19,11 +19,10 @@ import time
 
 import torch
 
+from cryohydra.inference.config import ReconstructConfig
+from cryohydra.inference.distributed import Context, process_group
+from cryohydra.inference.train import AbInitio
 from cryohydra.io.star import read_star
-from cryohydra.reconstruct.config import ReconstructConfig
-from cryohydra.reconstruct.distributed import Context, process_group
-from cryohydra.reconstruct.pose_table import PoseTable
-from cryohydra.reconstruct.train import AUTO_DECODING, AbInitio
 
 
 class _Count:
@@ -76,24 +75,19 @@ def _measure(args: argparse.Namespace, context: Context, device: torch.device) -
             continue
         if stage == "auto-decoding":
             n = len(run.data)
-            run.table = PoseTable.create(
-                torch.eye(3, device=device).expand(n, 3, 3),
-                torch.zeros(n, 2, device=device),
-                config.pose_lr_rad,
-                config.pose_lr_shift_a,
+            run.enter_auto_decoding(
+                torch.eye(3, device=device).expand(n, 3, 3), torch.zeros(n, 2, device=device), 1
             )
-            run.encoder, run.encoder_optimizer, run._train_encoder = None, None, None
-            run.stage, run.switch_epoch = AUTO_DECODING, 1
             run.epoch = 1
-        run.max_batches = batches
         count = _Count()
+        epoch = 1 if stage == "amortized" else 2
+        chosen = run.epoch_batches(epoch)[:batches]
         context.barrier()
         begin = time.perf_counter()
-        epoch = 1 if stage == "amortized" else 2
         if stage == "amortized":
-            run._amortized_epoch(epoch, count)
+            run.amortized_epoch(epoch, count, chosen)
         else:
-            run._auto_decoding_epoch(epoch, count)
+            run.auto_decoding_epoch(epoch, count, chosen)
         if device.type == "cuda":
             torch.cuda.synchronize()
         seconds = time.perf_counter() - begin

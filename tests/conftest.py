@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from cryohydra.data import default_structure
-from cryohydra.physics.atoms import read_atomic_model
+from cryohydra.io.structure import read_atomic_model
 
 DATA = Path(__file__).parent / "data"
 

@@ -11,12 +11,7 @@ from cryohydra.data import default_structure
 from cryohydra.geometry.rotations import viewing_direction
 from cryohydra.io.errors import InputFileError, OutputExistsError
 from cryohydra.io.star import read_star
-from cryohydra.physics.image_formation import (
-    CTFBatch,
-    FourierVolume,
-    clean_image_spectra,
-    spectra_to_images,
-)
+from cryohydra.physics.imaging import FourierVolume, ImagingModel, spectra_to_images
 from cryohydra.physics.projector import SliceGrid
 from cryohydra.physics.shifts import shift_images
 from cryohydra.simulate import SimulationConfig, simulate
@@ -84,13 +79,11 @@ def test_star_file_holds_the_truth_that_made_the_images(noisy_and_clean):
         assert float(mrc.voxel_size.x) == pytest.approx(PIXEL)
     grid = SliceGrid.create(BOX)
     rows = np.arange(10)
-    spectra = clean_image_spectra(
+    spectra = ImagingModel(grid, PIXEL).images(
         FourierVolume.from_map(volume),
         torch.from_numpy(rotations[rows]),
         torch.from_numpy(shifts[rows]),
-        CTFBatch.from_params(particles.require_ctf(), rows),
-        grid,
-        PIXEL,
+        particles.transfer_function(rows),
     )
     expected = spectra_to_images(spectra, grid).numpy()
     got = particles.load_images(rows)

@@ -14,10 +14,11 @@ from pathlib import Path
 import torch
 
 from cryohydra.data import default_structure
+from cryohydra.inference.config import ReconstructConfig
 from cryohydra.io.star import read_star
+from cryohydra.jobs.abinitio import JobOptions, run_job
+from cryohydra.metrics.reference import reference_fsc
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
-from cryohydra.reconstruct.config import ReconstructConfig
-from cryohydra.reconstruct.job import JobOptions, reference_fsc, run_job
 from cryohydra.simulate import SimulationConfig, simulate
 
 # A folder the demo made itself carries this file, so re-running may replace its contents;

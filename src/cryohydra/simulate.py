@@ -6,7 +6,7 @@ Output folder:
   * ``ground_truth.mrc``: the map the images were projected from (voxel size in the header);
   * ``simulation.json``: the configuration and the measured clean variance, noise and SNR.
 
-The SNR follows ``shared/CONVENTIONS.md``: ``SNR = mean over images of var(clean image) /
+The SNR follows ``docs/CONVENTIONS.md``: ``SNR = mean over images of var(clean image) /
 var(noise)``, over the whole box. Clean images are written first while their variance is
 accumulated, then the noise of the exact standard deviation is added in a second pass over
 the file, so the dataset's SNR is the requested one whatever its size. The same seed gives the
@@ -29,11 +29,13 @@ from cryohydra.io.errors import InputFileError, check_writable
 from cryohydra.io.mrc import StackWriter, read_map, write_map
 from cryohydra.io.particles import CTFParams, ParticleSet
 from cryohydra.io.star import write_star
-from cryohydra.physics.atoms import density_map, read_atomic_model
-from cryohydra.physics.image_formation import (
-    CTFBatch,
+from cryohydra.io.structure import read_atomic_model
+from cryohydra.physics.atoms import density_map
+from cryohydra.physics.imaging import (
+    CTF,
     FourierVolume,
-    clean_image_spectra,
+    Identity,
+    ImagingModel,
     spectra_to_images,
 )
 from cryohydra.physics.projector import SliceGrid
@@ -216,19 +218,23 @@ def simulate(
 
     fourier_volume = FourierVolume.from_map(volume.to(device), config.oversampling)
     grid = SliceGrid.create(config.box_size, device=device)
+    model = ImagingModel(grid, pixel_size_a)
     n, chunk = config.n_particles, config.chunk_size
     clean_variance_sum = 0.0
     with StackWriter(paths["stack"], n, config.box_size, pixel_size_a, force=force) as stack:
         bar = tqdm(total=2 * n, desc="simulate", unit="img", disable=not progress)
         for start in range(0, n, chunk):
             rows = np.arange(start, min(n, start + chunk))
-            spectra = clean_image_spectra(
+            transfer = (
+                Identity(len(rows))
+                if ctf is None
+                else CTF.from_arrays(ctf.subset(rows).as_dict(), device)
+            )
+            spectra = model.images(
                 fourier_volume,
                 torch.from_numpy(rotations[rows]).to(device),
                 torch.from_numpy(shifts_a[rows]).to(device),
-                None if ctf is None else CTFBatch.from_params(ctf, rows, device),
-                grid,
-                pixel_size_a,
+                transfer,
             )
             images = config.contrast_sign * spectra_to_images(spectra, grid)
             clean_variance_sum += float(images.double().var(dim=(-2, -1), unbiased=False).sum())

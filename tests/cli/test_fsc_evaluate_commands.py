@@ -9,8 +9,9 @@ from cryohydra.data import default_structure
 from cryohydra.geometry.rotations import exp_map, random_rotations
 from cryohydra.io.mrc import write_map
 from cryohydra.io.star import read_star, write_star
+from cryohydra.io.structure import read_atomic_model
 from cryohydra.metrics.map_alignment import flip_handedness, rotate_map, shift_map
-from cryohydra.physics.atoms import density_map, read_atomic_model
+from cryohydra.physics.atoms import density_map
 from cryohydra.simulate import SimulationConfig, simulate
 
 BOX, PIXEL = 40, 5.6
@@ -42,6 +43,8 @@ def test_fsc_of_a_rotated_mirrored_map_comes_back_after_alignment(maps, tmp_path
     unaligned = _fsc_summary(maps, "reference.mrc", "moved.mrc", tmp_path / "unaligned")
     aligned = _fsc_summary(maps, "reference.mrc", "moved.mrc", tmp_path / "aligned", "--align")
     assert aligned["alignment"]["mirrored"] is True
+    assert aligned["config"]["align"] and aligned["config"]["allow_mirror"]
+    assert not original["config"]["align"]
     res = {
         name: s["fsc"]["resolution"]["0.5"]["resolution_a"]
         for name, s in (("original", original), ("unaligned", unaligned), ("aligned", aligned))
@@ -120,5 +123,6 @@ def test_evaluate_matches_particles_by_image_and_measures_noise(poses, tmp_path)
     write_star(tmp_path / "perturbed.star", perturbed)
     result = _evaluate(tmp_path / "perturbed.star", poses, tmp_path / "eval")
     assert result["n_matched"] == 200
+    assert result["config"] == {"symmetry": "C1", "per_particle": False}
     assert result["median_rotation_error_deg"] == pytest.approx(4.0, abs=0.3)
     assert result["median_shift_error_a"] == pytest.approx(np.sqrt(2), abs=1e-3)

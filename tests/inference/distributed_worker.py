@@ -15,11 +15,11 @@ import numpy as np
 import torch
 
 from cryohydra.geometry.rotations import exp_map
+from cryohydra.inference.config import ReconstructConfig
+from cryohydra.inference.distributed import Context, process_group
+from cryohydra.inference.train import AUTO_DECODING, AbInitio
 from cryohydra.io.star import read_star
-from cryohydra.reconstruct.config import ReconstructConfig
-from cryohydra.reconstruct.distributed import Context, process_group
-from cryohydra.reconstruct.pose_table import PoseTable
-from cryohydra.reconstruct.train import AUTO_DECODING, AbInitio
+from cryohydra.models.pose_table import PoseTable
 
 EPOCHS = 3
 CONFIG = ReconstructConfig(epochs=EPOCHS, switch=1, n_heads=2, batch_size=32, seed=0)

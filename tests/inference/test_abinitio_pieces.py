@@ -5,20 +5,20 @@ import pytest
 import torch
 
 from cryohydra.geometry.rotations import random_rotations
-from cryohydra.metrics.map_alignment import MapAlignment, apply_alignment
-from cryohydra.physics.fourier import fft3_centered
-from cryohydra.physics.image_formation import FourierVolume, clean_image_spectra
-from cryohydra.physics.projector import SliceGrid, project
-from cryohydra.reconstruct.encoder import PoseEncoder
-from cryohydra.reconstruct.frames import poses_into_reference_frame
-from cryohydra.reconstruct.objective import (
+from cryohydra.inference.frames import poses_into_reference_frame
+from cryohydra.inference.objective import (
     candidate_errors,
     rotated_half_turn,
     undo_half_turn,
     winner_takes_all,
 )
-from cryohydra.reconstruct.pose_table import PoseTable
-from cryohydra.reconstruct.volume import HartleyVolume
+from cryohydra.metrics.map_alignment import MapAlignment, apply_alignment
+from cryohydra.models.encoder import PoseEncoder
+from cryohydra.models.pose_table import PoseTable
+from cryohydra.models.volume import HartleyVolume
+from cryohydra.physics.fourier import fft3_centered
+from cryohydra.physics.imaging import FourierVolume, Identity, ImagingModel
+from cryohydra.physics.projector import SliceGrid, project
 
 BOX = 16
 
@@ -70,7 +70,7 @@ def test_winner_takes_all_trains_only_the_winning_head():
     spectra = torch.randn(1, grid.n_points, dtype=torch.complex64)
     rotations, shifts = encoder(images)
     errors = candidate_errors(
-        volume, spectra, None, rotations, shifts, grid, grid.frequencies_a(4.0)
+        volume, spectra, torch.ones(1, grid.n_points), rotations, shifts, ImagingModel(grid, 4.0)
     )
     loss, winner = winner_takes_all(errors)
     assert errors.shape == (1, 3)
@@ -109,17 +109,14 @@ def test_half_turned_image_is_the_image_of_the_half_turned_pose():
     g = torch.Generator().manual_seed(3)
     rotations = random_rotations(4, g, dtype=torch.float32)
     shifts = torch.randn(4, 2, generator=g) * 3.0
-    from cryohydra.physics.image_formation import spectra_to_images
+    from cryohydra.physics.imaging import spectra_to_images
 
-    images = spectra_to_images(
-        clean_image_spectra(volume, rotations, shifts, None, grid, 2.0), grid
-    )
+    model = ImagingModel(grid, 2.0)
+    images = spectra_to_images(model.images(volume, rotations, shifts, Identity(4)), grid)
     turned = rotated_half_turn(images)
     # Poses of the turned images, mapped back by undo_half_turn, give the original ones.
     turned_rot = torch.diag(torch.tensor([-1.0, -1.0, 1.0])) @ rotations
-    expected = spectra_to_images(
-        clean_image_spectra(volume, turned_rot, -shifts, None, grid, 2.0), grid
-    )
+    expected = spectra_to_images(model.images(volume, turned_rot, -shifts, Identity(4)), grid)
     assert torch.allclose(turned, expected, atol=1e-4 * images.abs().max())
     back_rot, back_shift = undo_half_turn(turned_rot, -shifts)
     assert torch.allclose(back_rot, rotations, atol=1e-6)
@@ -181,13 +178,11 @@ def test_poses_move_into_the_reference_frame(mirrored):
 
     def spectra(volume, rot, sh):
         fourier = FourierVolume.from_map(volume, oversampling=2)
-        return clean_image_spectra(
+        return ImagingModel(grid, pixel).images(
             fourier,
             torch.tensor(rot, dtype=torch.float32),
             torch.tensor(sh, dtype=torch.float32),
-            None,
-            grid,
-            pixel,
+            Identity(len(rot)),
         )
 
     expected = spectra(map_b, rotations, shifts)

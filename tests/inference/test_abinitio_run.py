@@ -9,13 +9,14 @@ import torch
 from cryohydra.cli.main import main as cli
 from cryohydra.data import default_structure
 from cryohydra.geometry.rotations import exp_map
+from cryohydra.inference.config import ReconstructConfig
+from cryohydra.inference.train import AMORTIZED, AUTO_DECODING, AbInitio
+from cryohydra.io.history import read_history
+from cryohydra.io.run_folder import SWITCH_FILE
 from cryohydra.io.star import read_star
+from cryohydra.jobs.abinitio import JobOptions, run_job
 from cryohydra.metrics.pose_error import pose_errors
-from cryohydra.reconstruct.config import ReconstructConfig
-from cryohydra.reconstruct.history import SWITCH_FILE, read_history
-from cryohydra.reconstruct.job import JobOptions, run_job
-from cryohydra.reconstruct.pose_table import PoseTable
-from cryohydra.reconstruct.train import AMORTIZED, AUTO_DECODING, AbInitio
+from cryohydra.models.pose_table import PoseTable
 from cryohydra.simulate import SimulationConfig, simulate
 
 N = 256
@@ -133,9 +134,11 @@ def test_symmetry_check_never_worsens_a_particle_and_is_logged(dataset):
     assert checked["self_alignment"]["angle_deg"] > 30.0
 
     def errors():
-        grid = run._grid(3)
+        grid = run.loss_grid(3)
         batch = run.data.load(np.arange(N), grid)
-        return run._errors(batch, run.table.rotations[:, None], run.table.shifts_a[:, None])[:, 0]
+        return run.candidate_losses(
+            batch, run.table.rotations[:, None], run.table.shifts_a[:, None]
+        )[:, 0]
 
     before = errors()
     run.symmetry_check(3)

@@ -1,6 +1,6 @@
 """Convergence warnings: each sign of a failed run is reported, a converged run has none."""
 
-from cryohydra.reconstruct.diagnostics import HALF_MAP_LIMIT, MOVING_LIMIT, convergence_warnings
+from cryohydra.inference.diagnostics import HALF_MAP_LIMIT, MOVING_LIMIT, convergence_warnings
 
 
 def _records(settled: bool = True, moved: float = 0.01) -> list[dict]:

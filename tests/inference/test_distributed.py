@@ -12,10 +12,10 @@ import pytest
 import torch
 
 from cryohydra.data import default_structure
+from cryohydra.inference.distributed import Context, shard_batches, shard_rows
+from cryohydra.inference.train import AbInitio
 from cryohydra.io.star import read_star
 from cryohydra.metrics.pose_error import pose_errors
-from cryohydra.reconstruct.distributed import Context, shard_batches, shard_rows
-from cryohydra.reconstruct.train import AbInitio
 from cryohydra.simulate import SimulationConfig, simulate
 
 sys.path.insert(0, str(Path(__file__).parent))

@@ -7,13 +7,7 @@ import torch
 from cryohydra.data import default_structure
 from cryohydra.geometry.rotations import exp_map, geodesic_distance
 from cryohydra.geometry.sampling import so3_grid
-from cryohydra.io.mrc import read_map
-from cryohydra.io.star import read_star
-from cryohydra.metrics.pose_error import pose_errors
-from cryohydra.physics.projector import SliceGrid
-from cryohydra.physics.shifts import phase_ramp
-from cryohydra.reconstruct.batches import ParticleBatches
-from cryohydra.reconstruct.pose_search import (
+from cryohydra.inference.pose_search import (
     best_grid_poses,
     grid_errors,
     local_offsets,
@@ -21,7 +15,14 @@ from cryohydra.reconstruct.pose_search import (
     projection_matching,
     refine_locally,
 )
-from cryohydra.reconstruct.volume import HartleyVolume
+from cryohydra.io.batches import ParticleBatches
+from cryohydra.io.mrc import read_map
+from cryohydra.io.star import read_star
+from cryohydra.metrics.pose_error import pose_errors
+from cryohydra.models.volume import HartleyVolume
+from cryohydra.physics.imaging import ImagingModel
+from cryohydra.physics.projector import SliceGrid
+from cryohydra.physics.shifts import phase_ramp
 from cryohydra.simulate import SimulationConfig, simulate
 
 BOX = 16
@@ -160,10 +161,9 @@ def test_local_refinement_brings_an_off_grid_pose_and_shift_back():
         rotations, shifts, _ = refine_locally(
             volume,
             volume.hartley(),
-            grid,
+            ImagingModel(grid, pixel),
             spectra,
-            None,
-            frequencies,
+            torch.ones(6, grid.n_points),
             tilted,
             true_shifts,
             (4.0, 2.0, 1.0),
@@ -173,10 +173,9 @@ def test_local_refinement_brings_an_off_grid_pose_and_shift_back():
         _, found_shifts, _ = refine_locally(
             volume,
             volume.hartley(),
-            grid,
+            ImagingModel(grid, pixel),
             spectra,
-            None,
-            frequencies,
+            torch.ones(6, grid.n_points),
             truth,
             moved,
             (),
@@ -186,10 +185,9 @@ def test_local_refinement_brings_an_off_grid_pose_and_shift_back():
         kept, kept_shifts, _ = refine_locally(
             volume,
             volume.hartley(),
-            grid,
+            ImagingModel(grid, pixel),
             spectra,
-            None,
-            frequencies,
+            torch.ones(6, grid.n_points),
             truth,
             true_shifts,
             (4.0, 2.0),

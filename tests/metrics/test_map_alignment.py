@@ -114,9 +114,9 @@ def test_align_maps_recovers_a_rotated_shifted_map(default_model, reference, rot
 def test_self_alignment_finds_an_off_centre_two_fold_and_its_mate_poses(default_model):
     """A dimer of the model about a two-fold whose axis misses the box centre: the
     self-alignment finds the two-fold, and the mate poses give the same images."""
-    from cryohydra.physics.image_formation import FourierVolume, clean_image_spectra
+    from cryohydra.inference.frames import poses_into_reference_frame
+    from cryohydra.physics.imaging import FourierVolume, Identity, ImagingModel
     from cryohydra.physics.projector import SliceGrid
-    from cryohydra.reconstruct.frames import poses_into_reference_frame
 
     axis = np.array([0.48, 0.6, -0.64])
     axis /= np.linalg.norm(axis)
@@ -144,13 +144,11 @@ def test_self_alignment_finds_an_off_centre_two_fold_and_its_mate_poses(default_
     grid = SliceGrid.create(BOX, BOX / 4)  # 18 Å: past the interpolation error of the search
 
     def spectra(rotations, shifts_a):
-        return clean_image_spectra(
+        return ImagingModel(grid, PIXEL_A).images(
             fourier,
             torch.from_numpy(rotations).float(),
             torch.from_numpy(shifts_a).float(),
-            None,
-            grid,
-            PIXEL_A,
+            Identity(len(rotations)),
         )
 
     a, b = spectra(poses, shifts), spectra(mate_rot, mate_shift)

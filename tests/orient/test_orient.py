@@ -11,6 +11,7 @@ import torch
 
 from cryohydra.cli.main import main as cli
 from cryohydra.geometry.rotations import random_rotations
+from cryohydra.io.batches import ParticleBatches
 from cryohydra.io.star import read_star
 from cryohydra.metrics.pose_error import pose_errors, symmetry_group
 from cryohydra.metrics.two_sided import two_sided_alignment
@@ -28,7 +29,6 @@ from cryohydra.orient.distances import (
 )
 from cryohydra.orient.recover import RecoverConfig, recover_orientations, spectral_start
 from cryohydra.orient.training import load_model, symmetric_distances
-from cryohydra.reconstruct.batches import ParticleBatches
 
 
 def _rotations(n, seed):

@@ -11,7 +11,6 @@ from cryohydra.data import default_structure
 from cryohydra.io.star import read_star
 from cryohydra.metrics.fsc import fsc, masked_fsc, soft_spherical_mask
 from cryohydra.physics.fourier import fft2_centered, fft3_centered
-from cryohydra.physics.image_formation import CTFBatch
 from cryohydra.physics.projector import SliceGrid, backproject, image_to_slice
 from cryohydra.physics.shifts import phase_ramp
 from cryohydra.reconstruct.backproject import Accumulator, reconstruct_known_poses
@@ -116,6 +115,14 @@ def test_command_line_writes_maps_and_fsc(tmp_path, clean):
         assert float(mrc.voxel_size.x) == pytest.approx(PIXEL)
     summary = json.loads((out / "fsc.json").read_text())
     assert summary["resolution"]["0.143"]["resolution_a"] < 3 * PIXEL
+    settings = json.loads((out / "backproject.json").read_text())
+    assert settings["config"] == {
+        "half_maps": True,
+        "seed": 0,
+        "batch_size": 256,
+        "invert_contrast": False,
+    }
+    assert settings["half_map_resolution_a_0.143"] == summary["resolution"]["0.143"]["resolution_a"]
     assert cli(["backproject", str(star), "-o", str(out), "--quiet"]) == 2  # no overwrite
     # A batch size below 1 once made an all-zero map and "FSC 0.143: inf A".
     bad = ["backproject", str(star), "-o", str(tmp_path / "bad"), "--batch-size", "-1"]
@@ -146,7 +153,7 @@ def test_hermitian_half_insertion_is_the_exact_adjoint(clean):
     rows = np.arange(24)
     rotations, shifts = (torch.from_numpy(a[rows]) for a in particles.require_poses())
     images = torch.from_numpy(particles.load_images(rows))
-    ctf = CTFBatch.from_params(particles.ctf, rows)
+    ctf = particles.transfer_function(rows)
     accumulator = Accumulator.zeros(BOX)
     accumulator.add(images, rotations, shifts, ctf, PIXEL)
 
@@ -154,7 +161,7 @@ def test_hermitian_half_insertion_is_the_exact_adjoint(clean):
     frequencies = grid.frequencies_a(PIXEL).double()
     values = image_to_slice(fft2_centered(images.double()), grid)
     values = values * phase_ramp(frequencies, shifts.double()).conj()
-    ctf_values = ctf.evaluate(frequencies.float()).double()
+    ctf_values = ctf(frequencies.float()).double()
     numerator = backproject(values * ctf_values, rotations.double(), grid)
     weights = backproject(ctf_values**2, rotations.double(), grid)
     for fast, exact in ((accumulator.numerator, numerator), (accumulator.weights, weights)):

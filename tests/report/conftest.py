@@ -3,9 +3,9 @@
 import pytest
 
 from cryohydra.data import default_structure
+from cryohydra.inference.config import ReconstructConfig
 from cryohydra.io.star import read_star
-from cryohydra.reconstruct.config import ReconstructConfig
-from cryohydra.reconstruct.job import JobOptions, run_job
+from cryohydra.jobs.abinitio import JobOptions, run_job
 from cryohydra.simulate import SimulationConfig, simulate
 
 N = 160

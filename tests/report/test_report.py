@@ -13,9 +13,9 @@ import pytest
 from matplotlib.image import imread
 
 from cryohydra.cli.main import main as cli
+from cryohydra.inference.train import AbInitio
 from cryohydra.io.star import read_star
-from cryohydra.reconstruct.job import JobOptions, run_job
-from cryohydra.reconstruct.train import AbInitio
+from cryohydra.jobs.abinitio import JobOptions, run_job
 from cryohydra.report import write_report
 
 FIGURES = ("Map", "FSC", "Training", "Viewing directions", "Encoder heads", "Pose error")

@@ -1,15 +1,14 @@
 """A finished (or running) reconstruction's model, loaded back for analysis.
 
 The amortized stage's model is the encoder and the volume as they were at the switch
-(``switch_state.pt``, :mod:`cryohydra.reconstruct.history`) or, for a run that never switched
+(``switch_state.pt``, :mod:`cryohydra.io.history`) or, for a run that never switched
 (``--mode amortized`` / ``cryoai``), as they are in ``checkpoint.pt``. It is loaded into an
-:class:`~cryohydra.reconstruct.train.AbInitio` built from the run's own settings and input,
+:class:`~cryohydra.inference.train.AbInitio` built from the run's own settings and input,
 so the analyses use exactly the run's data pipeline, candidate poses and loss.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,14 +16,12 @@ import numpy as np
 import torch
 
 from cryohydra.geometry.sampling import so3_grid
+from cryohydra.inference.config import ReconstructConfig
+from cryohydra.inference.pose_search import grid_errors
+from cryohydra.inference.train import AbInitio
+from cryohydra.io.history import EpochPoses, read_history
 from cryohydra.io.particles import ParticleSet, random_half_split
-from cryohydra.io.read import read_particles
-from cryohydra.physics.shifts import phase_ramp
-from cryohydra.reconstruct.config import ReconstructConfig
-from cryohydra.reconstruct.history import SWITCH_FILE, EpochPoses, read_history
-from cryohydra.reconstruct.job import RUN_FILE
-from cryohydra.reconstruct.pose_search import grid_errors
-from cryohydra.reconstruct.train import AbInitio
+from cryohydra.io.run_folder import CHECKPOINT_FILE, SWITCH_FILE, RunFolder
 
 __all__ = ["AmortizedModel", "load_amortized_model"]
 
@@ -57,7 +54,7 @@ class AmortizedModel:
         assert self.run.encoder is not None
         self.run.encoder.eval()
         batch = self.run.data.load(np.asarray(rows))
-        rotations, shifts = self.run._candidates(batch.images)
+        rotations, shifts = self.run.candidates(batch.images)
         if shifts is None:
             shifts = torch.zeros(*rotations.shape[:2], 2, device=rotations.device)
         return rotations, shifts
@@ -66,8 +63,8 @@ class AmortizedModel:
     def best_head(self, rows: np.ndarray) -> np.ndarray:
         """Index of the winning candidate of each image."""
         rotations, shifts = self.head_poses(rows)
-        batch = self.run.data.load(np.asarray(rows), self.run._grid(self.epoch))
-        errors = self.run._errors(batch, rotations, shifts)
+        batch = self.run.data.load(np.asarray(rows), self.run.loss_grid(self.epoch))
+        errors = self.run.candidate_losses(batch, rotations, shifts)
         return errors.argmin(dim=1).cpu().numpy()
 
     @torch.no_grad()
@@ -78,13 +75,13 @@ class AmortizedModel:
         resolution) of image ``row`` in each of the poses ``rotations (G, 3, 3)`` with the
         in-plane shift ``shift_a (2,)``."""
         run = self.run
-        batch = run.data.load(np.array([row]), run._grid(self.epoch))
-        spectra = batch.spectra * phase_ramp(batch.frequencies_a, shift_a[None]).conj()
+        batch = run.data.load(np.array([row]), run.loss_grid(self.epoch))
+        spectra = batch.model.unshift(batch.spectra, shift_a[None])
         hartley = run.volume.hartley()
         out = []
         for part in torch.split(rotations.to(run.device, torch.float32), chunk):
             slices = run.volume.slices(part, batch.grid, hartley)
-            out.append(grid_errors(slices, spectra, batch.ctf)[0])
+            out.append(grid_errors(slices, spectra, batch.transfer)[0])
         return torch.cat(out)
 
     def sphere_posterior(self, row: int, shift_a: torch.Tensor, nside: int) -> np.ndarray:
@@ -95,36 +92,28 @@ class AmortizedModel:
         return losses.reshape(12 * nside**2, 6 * nside).amin(dim=1).cpu().numpy()
 
 
-def _run_dir(outdir: Path, description: dict) -> tuple[Path, np.ndarray | None]:
-    if not description.get("half_sets"):
-        return outdir, None
-    halves = random_half_split(description["n_particles"], description["config"]["seed"])
-    return outdir / "half_a", halves[0]
-
-
 def load_amortized_model(
     outdir: str | Path, datadir: str | Path | None = None, device: str = "cpu"
 ) -> AmortizedModel:
     """Load a run's amortized-stage model (half A's for a half-set run)."""
-    outdir = Path(outdir)
-    marker = outdir / RUN_FILE
-    if not marker.exists():
-        raise FileNotFoundError(f"{outdir}: not a cryohydra run (no {RUN_FILE})")
-    description = json.loads(marker.read_text())
-    run_dir, rows = _run_dir(outdir, description)
+    folder = RunFolder.read(outdir)
+    description = folder.description
+    run_dir = folder.first_run_dir
     snapshot_path = run_dir / SWITCH_FILE
     if snapshot_path.exists():
         state = torch.load(snapshot_path, map_location=device, weights_only=False)
     else:
-        state = torch.load(run_dir / "checkpoint.pt", map_location=device, weights_only=False)
+        state = torch.load(run_dir / CHECKPOINT_FILE, map_location=device, weights_only=False)
         if state.get("encoder") is None:
             raise FileNotFoundError(
                 f"{run_dir}: no {SWITCH_FILE} and the checkpoint has no encoder (a run from "
                 "before cryohydra kept the model at the switch)"
             )
-    particles = read_particles(description["input"], datadir=datadir)
-    if rows is not None:
-        particles = particles.subset(rows)
+    particles = folder.read_input(datadir)
+    if description.get("half_sets"):  # half A's particles
+        particles = particles.subset(
+            random_half_split(description["n_particles"], description["config"]["seed"])[0]
+        )
     config = ReconstructConfig.from_dict(description["config"])
     run = AbInitio(particles.with_poses(None, None), config, device)
     run.volume.load_state_dict(state["volume"])

@@ -3,7 +3,7 @@
 Reads a RELION STAR or cryoSPARC .cs file with poses, shifts and CTF, streams the images in
 batches, and writes OUTDIR/map.mrc. With --half-maps it also writes the two half-maps of a
 random, seeded split and their gold-standard FSC (fsc.csv, fsc.png, fsc.json; resolution at
-0.143 after a soft spherical mask).
+0.143 after a soft spherical mask). OUTDIR/backproject.json keeps the input and the settings.
 
 Example:
   cryohydra backproject sim/particles.star -o recon --half-maps
@@ -13,13 +13,19 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
+from cryohydra.cli.common import config_from_args
 from cryohydra.io.errors import check_writable
-from cryohydra.io.mrc import write_map
 from cryohydra.io.read import read_particles
-from cryohydra.metrics.fsc import masked_fsc, plot_fsc
+from cryohydra.io.run_folder import FSC_PLOT_FILE, MAP_FILE
+from cryohydra.metrics.fsc import plot_fsc
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
+from cryohydra.reconstruct.config import BackprojectConfig
+from cryohydra.reconstruct.outputs import output_names, write_reconstruction
+
+SETTINGS_FILE = "backproject.json"  # the input, the settings and the resolution
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -38,33 +44,36 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    config = config_from_args(BackprojectConfig, args)
     outdir = Path(args.outdir)
-    names = ["map.mrc"]
-    if args.half_maps:
-        names += ["half_map_a.mrc", "half_map_b.mrc", "fsc.csv", "fsc.png", "fsc.json"]
-    paths = {name: check_writable(outdir / name, args.force) for name in names}
+    names = output_names(half_maps=config.half_maps) + [SETTINGS_FILE]
+    names += [FSC_PLOT_FILE] if config.half_maps else []
+    for name in names:
+        check_writable(outdir / name, args.force)
     particles = read_particles(args.particles, datadir=args.datadir)
     result = reconstruct_known_poses(
         particles,
-        batch_size=args.batch_size,
-        seed=args.seed,
-        invert_contrast=args.invert_contrast,
+        batch_size=config.batch_size,
+        seed=config.seed,
+        invert_contrast=config.invert_contrast,
         device=args.device,
         progress=not args.quiet,
     )
-    pixel = result.pixel_size_a
-    write_map(paths["map.mrc"], result.full.cpu().numpy(), pixel, force=args.force)
-    print(f"Reconstructed {result.n_particles} particles: {paths['map.mrc']}")
-    if args.half_maps:
-        write_map(paths["half_map_a.mrc"], result.half_a.cpu().numpy(), pixel, force=args.force)
-        write_map(paths["half_map_b.mrc"], result.half_b.cpu().numpy(), pixel, force=args.force)
-        curve = masked_fsc(result.half_a.cpu(), result.half_b.cpu(), pixel)
-        curve.to_csv(paths["fsc.csv"])
-        plot_fsc({"half-maps (masked)": curve}, paths["fsc.png"], title="Gold-standard FSC")
-        summary = curve.to_dict()
-        paths["fsc.json"].write_text(json.dumps(summary, indent=2) + "\n")
+    outdir.mkdir(parents=True, exist_ok=True)
+    curve = write_reconstruction(result, outdir, half_maps=config.half_maps, force=args.force)
+    summary = {
+        "input": str(particles.source),
+        "n_particles": result.n_particles,
+        "config": asdict(config),
+        "pixel_size_a": result.pixel_size_a,
+    }
+    print(f"Reconstructed {result.n_particles} particles: {outdir / MAP_FILE}")
+    if curve is not None:
+        plot_fsc({"half-maps (masked)": curve}, outdir / FSC_PLOT_FILE, title="Gold-standard FSC")
+        summary["half_map_resolution_a_0.143"] = curve.resolution_a(0.143)
         print(
             f"Gold-standard resolution (FSC 0.143): {curve.resolution_a(0.143):.2f} Å; "
             f"half-maps and FSC in {outdir}"
         )
+    (outdir / SETTINGS_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     return 0

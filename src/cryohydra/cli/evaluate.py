@@ -15,13 +15,16 @@ from __future__ import annotations
 
 import argparse
 import json
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 
+from cryohydra.cli.common import config_from_args
 from cryohydra.io.errors import InputFileError, check_writable
 from cryohydra.io.particles import ParticleSet
 from cryohydra.io.read import read_particles
+from cryohydra.metrics.config import EvaluateConfig
 from cryohydra.metrics.pose_error import plot_pose_error_histogram, pose_errors
 
 
@@ -65,6 +68,7 @@ def match_particles(estimated: ParticleSet, true: ParticleSet) -> tuple[np.ndarr
 
 
 def run(args: argparse.Namespace) -> int:
+    config = config_from_args(EvaluateConfig, args)
     outdir = Path(args.outdir)
     paths = {
         n: check_writable(outdir / n, args.force) for n in ("pose_errors.json", "pose_errors.png")
@@ -78,13 +82,14 @@ def run(args: argparse.Namespace) -> int:
         true_rot[true_rows],
         est_shift[est_rows],
         true_shift[true_rows],
-        symmetry=args.symmetry,
+        symmetry=config.symmetry,
     )
     summary = {
         "estimated": str(args.estimated),
         "true": str(args.true),
         "n_matched": len(est_rows),
-        **errors.to_dict(per_particle=args.per_particle),
+        "config": asdict(config),
+        **errors.to_dict(per_particle=config.per_particle),
     }
     paths["pose_errors.json"].write_text(json.dumps(summary, indent=2) + "\n")
     plot_pose_error_histogram(errors, paths["pose_errors.png"])

@@ -23,6 +23,7 @@ import argparse
 from pathlib import Path
 
 from cryohydra.io.read import read_particles
+from cryohydra.models.encoder import BACKBONES
 from cryohydra.orient.detector import DetectorConfig
 from cryohydra.orient.jobs import (
     StructureSpec,
@@ -32,7 +33,6 @@ from cryohydra.orient.jobs import (
 )
 from cryohydra.orient.recover import RecoverConfig
 from cryohydra.orient.training import OrientTrainConfig, train_distance_network
-from cryohydra.reconstruct.encoder import BACKBONES
 from cryohydra.simulate import ORIENTATIONS, SimulationConfig
 
 _TRAIN = OrientTrainConfig()

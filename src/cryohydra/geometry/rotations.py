@@ -1,4 +1,4 @@
-"""Rotation representations, following ``shared/CONVENTIONS.md``.
+"""Rotation representations, following ``docs/CONVENTIONS.md``.
 
 A rotation ``R`` (3x3, in SO(3)) takes molecule coordinates to microscope coordinates:
 ``x_scope = R @ x_mol``. ``R`` is RELION's ``Euler_angles2matrix(rot, tilt, psi)`` (ZYZ).

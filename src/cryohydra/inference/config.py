@@ -12,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
-__all__ = ["MODES", "ReconstructConfig"]
+from cryohydra.inference.modes import MODES, Mode, get_mode
 
-MODES = ("semi-amortized", "amortized", "cryoai")
+__all__ = ["MODES", "ReconstructConfig"]
 
 
 @dataclass(frozen=True)
@@ -132,15 +132,14 @@ class ReconstructConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.mode not in MODES:
-            raise ValueError(f"unknown mode {self.mode!r}; choose from {', '.join(MODES)}")
+        training = get_mode(self.mode)
         if self.switch != "auto" and (not isinstance(self.switch, int) or self.switch < 0):
             raise ValueError(f"switch must be 'auto' or an epoch number, got {self.switch!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.n_heads < 1 or self.pose_steps < 1:
             raise ValueError("epochs, batch size, heads and pose steps must be positive")
         if self.starts < 1:
             raise ValueError(f"starts must be >= 1, got {self.starts}")
-        if self.starts > 1 and self.mode != "semi-amortized":
+        if self.starts > 1 and not training.switches:
             raise ValueError(
                 f"several starts are chosen between after the switch: {self.mode!r} has none "
                 "(use --mode semi-amortized or --starts 1)"
@@ -157,17 +156,23 @@ class ReconstructConfig:
                 raise ValueError(f"{name} must be positive, got {value}")
 
     @property
+    def training_mode(self) -> Mode:
+        """The mode (:mod:`cryohydra.inference.modes`) named by ``mode``."""
+        return get_mode(self.mode)
+
+    @property
     def heads(self) -> int:
-        return 1 if self.mode == "cryoai" else self.n_heads
+        """Heads of the encoder."""
+        return self.training_mode.n_heads(self.n_heads)
 
     @property
     def n_candidates(self) -> int:
-        """Candidate poses per image: the heads, or cryoAI's pose and its half-turned twin."""
-        return 2 if self.mode == "cryoai" else self.n_heads
+        """Candidate poses per image (e.g. cryoAI's pose and its half-turned twin)."""
+        return self.training_mode.n_candidates(self.n_heads)
 
     @property
     def amortized_only(self) -> bool:
-        return self.mode != "semi-amortized"
+        return not self.training_mode.switches
 
     @property
     def latest_switch(self) -> int:

@@ -100,7 +100,7 @@ def process_group(device: str | torch.device = "cpu") -> Iterator[tuple[Context,
     GPU ``LOCAL_RANK``.
 
     A process group initialised here is destroyed when the block ends, and whatever trained
-    with it (an :class:`~cryohydra.reconstruct.train.AbInitio`, its
+    with it (an :class:`~cryohydra.inference.train.AbInitio`, its
     ``DistributedDataParallel`` wrappers) must be unreachable by then: do the work in a
     function called inside the block. The reason is gloo's teardown. A wrapper's reducer
     that drops the group's last reference joins gloo's worker threads while holding the

@@ -2,7 +2,7 @@
 
 For image ``i`` with transform ``X_i`` and CTF ``C_i`` and a candidate pose ``(R, t)`` the
 predicted transform is ``C_i(k) V^(R^T k) exp(+2 pi i k.t)`` (the image-formation model of
-:mod:`cryohydra.physics.image_formation`, here with the learned Hartley volume). Under white
+:mod:`cryohydra.physics.imaging`, here with the learned Hartley volume). Under white
 Gaussian noise the negative log-likelihood is, up to constants, the squared error summed over
 the frequencies of the grid (the frequency mask); we use its mean.
 
@@ -19,9 +19,8 @@ from __future__ import annotations
 
 import torch
 
-from cryohydra.physics.projector import SliceGrid
-from cryohydra.physics.shifts import phase_ramp
-from cryohydra.reconstruct.volume import HartleyVolume
+from cryohydra.models.volume import HartleyVolume
+from cryohydra.physics.imaging import ImagingModel
 
 __all__ = [
     "candidate_errors",
@@ -37,11 +36,10 @@ _HALF_TURN = torch.diag(torch.tensor([-1.0, -1.0, 1.0]))
 def candidate_errors(
     volume: HartleyVolume,
     spectra: torch.Tensor,
-    ctf: torch.Tensor | None,
+    transfer: torch.Tensor,
     rotations: torch.Tensor,
     shifts_a: torch.Tensor | None,
-    grid: SliceGrid,
-    frequencies_a: torch.Tensor,
+    model: ImagingModel,
     hartley: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mean squared error ``(B, M)`` of every candidate pose of every image.
@@ -49,22 +47,16 @@ def candidate_errors(
     Args:
         volume: the current volume (or the same wrapped in ``DistributedDataParallel``);
             called as ``volume(rotations, grid, hartley)`` for the slices.
-        spectra: ``(B, P)`` complex transforms of the images at the grid's points.
-        ctf: ``(B, P)`` CTF of each image at those points, or None.
+        spectra: ``(B, P)`` complex transforms of the images at the model's points.
+        transfer: ``(B, P)`` each image's transfer function (CTF or ones) at those points.
         rotations: ``(B, M, 3, 3)`` candidate rotations.
         shifts_a: ``(B, M, 2)`` candidate shifts ``t`` (Å), or None for centred particles.
-        grid: the frequency mask (the points compared).
-        frequencies_a: ``(P, 2)`` the grid's frequencies in 1/Å.
+        model: the image-formation model at the points compared (the frequency mask).
         hartley: the volume's coefficients if already computed (e.g. without gradient).
     """
     batch, n_candidates = rotations.shape[:2]
-    predicted = volume(rotations.reshape(-1, 3, 3), grid, hartley)
-    predicted = predicted.reshape(batch, n_candidates, -1)
-    if ctf is not None:
-        predicted = predicted * ctf[:, None, :]
-    if shifts_a is not None:
-        ramp = phase_ramp(frequencies_a, shifts_a.reshape(-1, 2))
-        predicted = predicted * ramp.reshape(batch, n_candidates, -1)
+    predicted = volume(rotations.reshape(-1, 3, 3), model.points, hartley)
+    predicted = model.modulate(predicted.reshape(batch, n_candidates, -1), transfer, shifts_a)
     residual = predicted - spectra[:, None, :]
     return (residual.real**2 + residual.imag**2).mean(dim=-1)
 

@@ -26,13 +26,12 @@ import torch
 
 from cryohydra.geometry.rotations import exp_map, geodesic_distance
 from cryohydra.geometry.sampling import so3_grid
-from cryohydra.physics.image_formation import CTFBatch
+from cryohydra.inference.distributed import Context
+from cryohydra.io.batches import ParticleBatches
+from cryohydra.models.volume import HartleyVolume
+from cryohydra.physics.imaging import ImagingModel
 from cryohydra.physics.projector import SliceGrid
-from cryohydra.physics.shifts import phase_ramp
 from cryohydra.reconstruct.backproject import Accumulator, wiener_maps
-from cryohydra.reconstruct.batches import ParticleBatches
-from cryohydra.reconstruct.distributed import Context
-from cryohydra.reconstruct.volume import HartleyVolume
 
 __all__ = [
     "SearchResult",
@@ -47,20 +46,16 @@ __all__ = [
 ]
 
 
-def grid_errors(
-    slices: torch.Tensor, spectra: torch.Tensor, ctf: torch.Tensor | None
-) -> torch.Tensor:
+def grid_errors(slices: torch.Tensor, spectra: torch.Tensor, ctf: torch.Tensor) -> torch.Tensor:
     """Squared errors ``(B, G)``, up to a per-image constant, of ``B`` images against ``G``
     central slices.
 
     Args:
         slices: ``(G, P)`` complex slices of the volume at the compared frequencies.
         spectra: ``(B, P)`` complex image transforms with their shifts undone.
-        ctf: ``(B, P)`` real CTF values, or None.
+        ctf: ``(B, P)`` real values of each image's transfer function (CTF or ones).
     """
     power = slices.real**2 + slices.imag**2
-    if ctf is None:
-        ctf = torch.ones_like(spectra.real)
     model = (ctf**2) @ power.T
     cross = (ctf * spectra.real) @ slices.real.T + (ctf * spectra.imag) @ slices.imag.T
     return model - 2 * cross
@@ -69,7 +64,7 @@ def grid_errors(
 def best_grid_poses(
     slices: torch.Tensor,
     spectra: torch.Tensor,
-    ctf: torch.Tensor | None,
+    ctf: torch.Tensor,
     chunk: int = 8192,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Index ``(B,)`` of the best of ``G`` slices for each image, and its error ``(B,)``
@@ -130,9 +125,7 @@ def local_offsets(step_deg: float) -> torch.Tensor:
     return exp_map(cube * np.deg2rad(step_deg))
 
 
-def pair_errors(
-    slices: torch.Tensor, spectra: torch.Tensor, ctf: torch.Tensor | None
-) -> torch.Tensor:
+def pair_errors(slices: torch.Tensor, spectra: torch.Tensor, ctf: torch.Tensor) -> torch.Tensor:
     """Errors ``(B, C)`` of each image against its own ``C`` slices ``(B, C, P)``, with the
     same per-image constant as :func:`grid_errors` (so the two can be compared).
 
@@ -141,7 +134,6 @@ def pair_errors(
     """
     if spectra.ndim == 2:
         spectra = spectra[:, None]
-    ctf = torch.ones_like(spectra.real[:, 0]) if ctf is None else ctf
     model = ((ctf**2)[:, None] * (slices.real**2 + slices.imag**2)).sum(dim=-1)
     cross = slices.real * spectra.real + slices.imag * spectra.imag
     return model - 2 * (ctf[:, None] * cross).sum(dim=-1)
@@ -167,16 +159,14 @@ def _add_to_halves(
     data: ParticleBatches,
 ) -> None:
     """Backproject a batch into two half-sets (even and odd rows), with the CTF."""
-    ctf_params = data.particles.ctf
     for parity, accumulator in enumerate(halves):
         members = (batch.rows % 2 == parity).nonzero()[:, 0]
         rows = batch.rows[members].cpu().numpy()
-        ctf = None if ctf_params is None else CTFBatch.from_params(ctf_params, rows, data.device)
         accumulator.add(
             batch.images[members],
             rotations[members],
             shifts_a[members],
-            ctf,
+            data.transfer_function(rows),
             data.pixel_size_a,
         )
 
@@ -231,10 +221,9 @@ def _take(options: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 def refine_locally(
     volume: HartleyVolume,
     hartley: torch.Tensor,
-    grid: SliceGrid,
+    model: ImagingModel,
     spectra: torch.Tensor,
-    ctf: torch.Tensor | None,
-    frequencies_a: torch.Tensor,
+    ctf: torch.Tensor,
     rotations: torch.Tensor,
     shifts_a: torch.Tensor,
     steps_deg: tuple[float, ...],
@@ -253,8 +242,8 @@ def refine_locally(
     Returns rotations, shifts and errors (as :func:`grid_errors`) of the poses found; a pose
     only changes where the error falls.
     """
-    ramp = phase_ramp(frequencies_a, shifts_a).conj()
-    centred = spectra * ramp
+    grid = model.points
+    centred = model.unshift(spectra, shifts_a)
     current = pair_errors(_own_slices(volume, hartley, rotations[:, None], grid), centred, ctf)
     errors = current[:, 0]
     for step in steps_deg:
@@ -272,8 +261,7 @@ def refine_locally(
         trial = shifts_a[:, None] + step * square[None]  # (B, 8, 2)
         if max_shift_a is not None:
             trial = trial.clamp(-max_shift_a, max_shift_a)
-        ramps = phase_ramp(frequencies_a, trial.reshape(-1, 2)).reshape(*trial.shape[:2], -1)
-        moved = spectra[:, None] * ramps.conj()  # (B, 8, P)
+        moved = model.unshift(spectra[:, None].expand(-1, len(square), -1), trial)  # (B, 8, P)
         values, index = pair_errors(slices.expand(-1, 8, -1), moved, ctf).min(1)
         better = values < errors
         shifts_a = torch.where(better[:, None], _take(trial, index), shifts_a)
@@ -345,8 +333,8 @@ def projection_matching(
         for start in range(0, n, batch_size):
             batch = data.load(np.arange(start, min(n, start + batch_size)), grid)
             rows = batch.rows
-            centred = batch.spectra * phase_ramp(batch.frequencies_a, shifts[rows]).conj()
-            index, errors = best_grid_poses(slices, centred, batch.ctf)
+            centred = batch.model.unshift(batch.spectra, shifts[rows])
+            index, errors = best_grid_poses(slices, centred, batch.transfer)
             best = grid_rotations[index]
             origin = torch.full_like(index, _GRID)
             options = []
@@ -356,7 +344,7 @@ def projection_matching(
                 options.append((current[rows][:, None], _PREVIOUS))
             for own, label in options:
                 own_slices = _own_slices(volume, hartley, own, grid)
-                values, pick = pair_errors(own_slices, centred, batch.ctf).min(dim=1)
+                values, pick = pair_errors(own_slices, centred, batch.transfer).min(dim=1)
                 better = values < errors
                 best = torch.where(better[:, None, None], _take(own, pick), best)
                 errors = torch.where(better, values, errors)
@@ -366,10 +354,9 @@ def projection_matching(
                 best, moved_shifts, errors = refine_locally(
                     volume,
                     hartley,
-                    grid,
+                    batch.model,
                     batch.spectra,
-                    batch.ctf,
-                    batch.frequencies_a,
+                    batch.transfer,
                     best,
                     moved_shifts,
                     steps,

@@ -11,10 +11,10 @@ epoch to the next few images change winning head and the best poses barely move.
 
 Global search at the switch (beyond the paper): a few rounds of projection matching on a grid
 of SO(3) at the amortized stage's resolution, alternating with a known-pose reconstruction
-(:mod:`~cryohydra.reconstruct.pose_search`), starting from the encoder's map and shifts.
+(:mod:`~cryohydra.inference.pose_search`), starting from the encoder's map and shifts.
 
 Stage 2, *auto-decoding*: for each batch, ``pose_steps`` Adam steps on each particle's own pose
-(:class:`~cryohydra.reconstruct.pose_table.PoseTable`, volume held fixed), then one step on the
+(:class:`~cryohydra.models.pose_table.PoseTable`, volume held fixed), then one step on the
 volume with the poses held fixed.
 
 Frequency marching (beyond the paper): while poses are global the loss compares frequencies
@@ -38,23 +38,22 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cryohydra.geometry.rotations import geodesic_distance
-from cryohydra.io.particles import ParticleSet
-from cryohydra.metrics.map_alignment import self_alignment
-from cryohydra.physics.fourier import fourier_crop_2d
-from cryohydra.reconstruct.batches import Batch, ParticleBatches, epoch_batches
-from cryohydra.reconstruct.config import ReconstructConfig
-from cryohydra.reconstruct.distributed import Context, shard_batches, shard_rows
-from cryohydra.reconstruct.encoder import PoseEncoder
-from cryohydra.reconstruct.frames import poses_into_reference_frame
-from cryohydra.reconstruct.objective import (
+from cryohydra.inference.config import ReconstructConfig
+from cryohydra.inference.distributed import Context, shard_batches, shard_rows
+from cryohydra.inference.frames import poses_into_reference_frame
+from cryohydra.inference.objective import (
     candidate_errors,
-    rotated_half_turn,
-    undo_half_turn,
     winner_takes_all,
 )
-from cryohydra.reconstruct.pose_search import known_pose_map, projection_matching
-from cryohydra.reconstruct.pose_table import PoseTable
-from cryohydra.reconstruct.volume import HartleyVolume
+from cryohydra.inference.pose_search import known_pose_map, projection_matching
+from cryohydra.io.batches import Batch, ParticleBatches, epoch_batches
+from cryohydra.io.particles import ParticleSet
+from cryohydra.metrics.map_alignment import self_alignment
+from cryohydra.models.encoder import PoseEncoder
+from cryohydra.models.pose_table import PoseTable
+from cryohydra.models.volume import HartleyVolume
+from cryohydra.physics.fourier import fourier_crop_2d
+from cryohydra.physics.projector import SliceGrid
 
 __all__ = ["AMORTIZED", "AUTO_DECODING", "AbInitio"]
 
@@ -72,7 +71,7 @@ class AbInitio:
         evaluate: optional callback ``(run) -> dict`` adding metrics to each epoch's record
             (pose error, FSC against a known map).
         context: the rank of this process in a ``torchrun`` run
-            (:mod:`~cryohydra.reconstruct.distributed`): it then trains on its shard of the
+            (:mod:`~cryohydra.inference.distributed`): it then trains on its shard of the
             particles, with the encoder and volume in ``DistributedDataParallel``; the pose
             table holds the shard's rows (:meth:`poses` and :meth:`state_dict` gather them).
         workers: DataLoader processes reading the training batches ahead (0: read in turn).
@@ -89,7 +88,6 @@ class AbInitio:
     ) -> None:
         self.config = config
         self.workers = workers
-        self.max_batches: int | None = None  # benchmarks: stop each epoch after this many
         self.device = torch.device(device)
         self.context = context or Context()
         self.n_total = len(particles)
@@ -167,10 +165,11 @@ class AbInitio:
         frequency = 1 / start + min(1.0, done) * (1 / final - 1 / start)
         return 1 / frequency
 
-    def _grid(self, epoch: int):
+    def loss_grid(self, epoch: int) -> SliceGrid:
+        """The frequencies the loss compares during ``epoch``."""
         return self.data.grid_at(self.loss_resolution_a(epoch))
 
-    def _candidates(
+    def candidates(
         self, images: torch.Tensor, encoder: torch.nn.Module | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Candidate poses ``(B, C, 3, 3)`` and shifts ``(B, C, 2)`` (or None) of a batch
@@ -179,33 +178,26 @@ class AbInitio:
         encoder = self.encoder if encoder is None else encoder
         if self.encoder_box < images.shape[-1]:
             images = fourier_crop_2d(images, self.encoder_box)
-        if self.config.mode == "cryoai":
-            both = torch.cat([images, rotated_half_turn(images)])
-            rotations, shifts = encoder(both)
-            batch = images.shape[0]
-            turned = undo_half_turn(rotations[batch:], shifts[batch:])
-            rotations = torch.cat([rotations[:batch], turned[0]], dim=1)
-            shifts = torch.cat([shifts[:batch], turned[1]], dim=1)
-        else:
-            rotations, shifts = encoder(images)
+        rotations, shifts = self.config.training_mode.candidates(encoder, images)
         return rotations, (shifts if self.config.predict_shifts else None)
 
-    def _errors(
+    def candidate_losses(
         self,
         batch: Batch,
-        rotations,
-        shifts,
+        rotations: torch.Tensor,
+        shifts: torch.Tensor | None,
         hartley: torch.Tensor | None = None,
         volume: torch.nn.Module | None = None,
     ) -> torch.Tensor:
+        """The loss ``(B, M)`` of each of ``M`` candidate poses ``(B, M, 3, 3)``, ``(B, M, 2)``
+        of a batch under the current volume (:func:`candidate_errors`)."""
         return candidate_errors(
             self.volume if volume is None else volume,
             batch.spectra,
-            batch.ctf,
+            batch.transfer,
             rotations,
             shifts,
-            batch.grid,
-            batch.frequencies_a,
+            batch.model,
             hartley,
         )
 
@@ -217,7 +209,8 @@ class AbInitio:
             self.table.shifts_a[rows] = shifts[index, winner].detach().to(torch.float32)
         self.winners[rows] = winner
 
-    def _batches(self, epoch: int) -> list[np.ndarray]:
+    def epoch_batches(self, epoch: int) -> list[np.ndarray]:
+        """This rank's batches of ``epoch`` (row indices), in training order."""
         config = self.config
         if self.context.active:
             batches = shard_batches(
@@ -225,18 +218,23 @@ class AbInitio:
             )
         else:
             batches = epoch_batches(len(self.data), config.batch_size, config.seed, epoch)
-        return batches if self.max_batches is None else batches[: self.max_batches]
+        return batches
 
-    def _amortized_epoch(self, epoch: int, bar: tqdm) -> float:
+    def amortized_epoch(
+        self, epoch: int, bar: tqdm, batches: list[np.ndarray] | None = None
+    ) -> float:
+        """Train one amortized epoch on ``batches`` (default :meth:`epoch_batches`); returns
+        the mean loss."""
         assert self.encoder is not None and self.encoder_optimizer is not None
         self.encoder.train()
         total, count = 0.0, 0
-        grid = self._grid(epoch)
-        for rows, images in self.data.stream(self._batches(epoch), self.workers):
+        grid = self.loss_grid(epoch)
+        batches = self.epoch_batches(epoch) if batches is None else batches
+        for rows, images in self.data.stream(batches, self.workers):
             batch = self.data.load(rows, grid, images)
             self.seen[rows] = True
-            rotations, shifts = self._candidates(batch.images, self._train_encoder)
-            errors = self._errors(batch, rotations, shifts, volume=self._train_volume)
+            rotations, shifts = self.candidates(batch.images, self._train_encoder)
+            errors = self.candidate_losses(batch, rotations, shifts, volume=self._train_volume)
             loss, winner = winner_takes_all(errors)
             self.encoder_optimizer.zero_grad(set_to_none=True)
             self.volume_optimizer.zero_grad(set_to_none=True)
@@ -257,14 +255,14 @@ class AbInitio:
         assert self.encoder is not None
         self.encoder.eval()
         hartley = self.volume.hartley()
-        grid = self._grid(epoch)
+        grid = self.loss_grid(epoch)
         n = len(self.data)
         kept = []
         for start in range(0, n, self.config.batch_size):
             rows = np.arange(start, min(n, start + self.config.batch_size))
             batch = self.data.load(rows, grid)
-            rotations, shifts = self._candidates(batch.images)
-            _, winner = winner_takes_all(self._errors(batch, rotations, shifts, hartley))
+            rotations, shifts = self.candidates(batch.images)
+            _, winner = winner_takes_all(self.candidate_losses(batch, rotations, shifts, hartley))
             self._record(batch.rows, rotations, shifts, winner)
             if keep_candidates:
                 kept.append(rotations.to(torch.float32))
@@ -275,25 +273,30 @@ class AbInitio:
         for _ in range(self.config.pose_steps):
             w, d = self.table.perturbation(batch.rows)
             rotations, shifts = self.table.poses(batch.rows, w, d)
-            errors = self._errors(
+            errors = self.candidate_losses(
                 batch, rotations[:, None], shifts[:, None] if shifts_on else None, hartley
             )
             grad_w, grad_d = torch.autograd.grad(errors.sum(), [w, d], allow_unused=True)
             grad_d = torch.zeros_like(d) if grad_d is None else grad_d
             self.table.step(batch.rows, grad_w, grad_d)
 
-    def _auto_decoding_epoch(self, epoch: int, bar: tqdm) -> float:
+    def auto_decoding_epoch(
+        self, epoch: int, bar: tqdm, batches: list[np.ndarray] | None = None
+    ) -> float:
+        """Train one auto-decoding epoch on ``batches`` (default :meth:`epoch_batches`); returns
+        the mean loss."""
         total, count = 0.0, 0
         shifts_on = self.config.predict_shifts
         hartley = self.volume.hartley().detach()
-        grid = self._grid(epoch)
-        for rows, images in self.data.stream(self._batches(epoch), self.workers):
+        grid = self.loss_grid(epoch)
+        batches = self.epoch_batches(epoch) if batches is None else batches
+        for rows, images in self.data.stream(batches, self.workers):
             batch = self.data.load(rows, grid, images)
             self.seen[rows] = True
             self._pose_steps(batch, hartley)
             rotations = self.table.rotations[batch.rows][:, None]
             shifts = self.table.shifts_a[batch.rows][:, None] if shifts_on else None
-            loss = self._errors(batch, rotations, shifts, volume=self._train_volume)[:, 0]
+            loss = self.candidate_losses(batch, rotations, shifts, volume=self._train_volume)[:, 0]
             self.volume_optimizer.zero_grad(set_to_none=True)
             loss.mean().backward()
             self.volume_optimizer.step()
@@ -330,7 +333,7 @@ class AbInitio:
         mate_shifts = torch.from_numpy(mates[1]).to(self.device, torch.float32)
         shifts_on = self.config.predict_shifts
         hartley = self.volume.hartley()
-        grid = self._grid(epoch)
+        grid = self.loss_grid(epoch)
         moved = 0
         n = len(self.data)
         for start in range(0, n, self.config.batch_size):
@@ -338,7 +341,9 @@ class AbInitio:
             rows = batch.rows
             candidates = torch.stack([self.table.rotations[rows], mate_rotations[rows]], dim=1)
             shifts_ = torch.stack([self.table.shifts_a[rows], mate_shifts[rows]], dim=1)
-            errors = self._errors(batch, candidates, shifts_ if shifts_on else None, hartley)
+            errors = self.candidate_losses(
+                batch, candidates, shifts_ if shifts_on else None, hartley
+            )
             better = rows[errors[:, 1] < errors[:, 0]]
             self.table.replace(better, mate_rotations[better], mate_shifts[better])
             moved += len(better)
@@ -440,10 +445,10 @@ class AbInitio:
                         "seconds": found.seconds,
                     }
                 )
-        self._enter_auto_decoding(rotations, shifts, epoch)
+        self.enter_auto_decoding(rotations, shifts, epoch)
         return searched
 
-    def _enter_auto_decoding(self, rotations: torch.Tensor, shifts_a, epoch: int) -> None:
+    def enter_auto_decoding(self, rotations: torch.Tensor, shifts_a, epoch: int) -> None:
         """The pose table from these poses; the encoder dropped; a fresh volume optimiser (the
         volume was replaced, so the old moments are stale) at the after-switch rate."""
         config = self.config
@@ -479,7 +484,7 @@ class AbInitio:
         )
         with torch.no_grad():
             self.volume.load_map(volume)
-        self._enter_auto_decoding(rotations_t, shifts_t, 0)
+        self.enter_auto_decoding(rotations_t, shifts_t, 0)
 
     # ------------------------------------------------------------------------------------
     # Epochs
@@ -493,12 +498,12 @@ class AbInitio:
         start = time.perf_counter()
         resolution_a = self.loss_resolution_a(epoch)
         if stage == AMORTIZED:
-            loss = self._amortized_epoch(epoch, bar)
+            loss = self.amortized_epoch(epoch, bar)
             head_change, pose_change = self._changes()
             self.previous = (self.winners.clone(), self.table.rotations.clone())
         else:
             before = self.table.rotations.clone()
-            loss = self._auto_decoding_epoch(epoch, bar)
+            loss = self.auto_decoding_epoch(epoch, bar)
             head_change = None
             pose_change, moved_far = self._moved_since(before)
         switched = self._wants_switch(epoch, head_change, pose_change)

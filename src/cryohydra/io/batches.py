@@ -23,7 +23,7 @@ import torch
 from cryohydra.io.errors import InputFileError
 from cryohydra.io.particles import ParticleSet
 from cryohydra.physics.fourier import fft2_centered, fourier_crop_2d
-from cryohydra.physics.image_formation import CTFBatch
+from cryohydra.physics.imaging import ImagingModel, TransferFunction
 from cryohydra.physics.projector import SliceGrid, image_to_slice
 
 __all__ = ["Batch", "ParticleBatches", "epoch_batches"]
@@ -37,16 +37,25 @@ class Batch:
     """One batch on the working device.
 
     ``rows``: ``(B,)`` int64 particle indices; ``images``: ``(B, L, L)`` real; ``spectra``:
-    ``(B, P)`` complex transforms at the points of ``grid`` (frequencies ``frequencies_a``,
-    ``(P, 2)`` 1/Å); ``ctf``: ``(B, P)`` or None.
+    ``(B, P)`` complex transforms at the points of the model's grid; ``transfer``: ``(B, P)``
+    real values of each image's transfer function there (the CTF, or ones);
+    ``model``: the image-formation model at those points.
     """
 
     rows: torch.Tensor
     images: torch.Tensor
     spectra: torch.Tensor
-    ctf: torch.Tensor | None
-    grid: SliceGrid
-    frequencies_a: torch.Tensor
+    transfer: torch.Tensor
+    model: ImagingModel
+
+    @property
+    def grid(self) -> SliceGrid:
+        return self.model.points
+
+    @property
+    def frequencies_a(self) -> torch.Tensor:
+        """``(P, 2)`` frequencies of the points in 1/Å."""
+        return self.model.frequencies_a
 
 
 def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[np.ndarray]:
@@ -161,19 +170,19 @@ class ParticleBatches:
     ) -> Batch:
         """The particles ``rows`` with their transforms on ``grid`` (default: the full one);
         ``images``: already read by :meth:`stream`."""
-        grid = self.grid if grid is None else grid
-        frequencies_a = grid.frequencies_a(self.pixel_size_a)
+        model = ImagingModel(self.grid if grid is None else grid, self.pixel_size_a)
         if images is None:
             images = self._images(rows)
         else:
             images = images.to(self.device, non_blocking=True)
-        spectra = image_to_slice(fft2_centered(images), grid)
-        ctf = None
-        if self.particles.ctf is not None:
-            ctf = CTFBatch.from_params(self.particles.ctf, rows, self.device)
-            ctf = ctf.evaluate(frequencies_a)
+        spectra = image_to_slice(fft2_centered(images), model.points)
+        transfer = model.transfer_values(self.transfer_function(rows))
         rows_t = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
-        return Batch(rows_t, images, spectra, ctf, grid, frequencies_a)
+        return Batch(rows_t, images, spectra, transfer, model)
+
+    def transfer_function(self, rows: np.ndarray) -> TransferFunction:
+        """The transfer functions of the particles ``rows``, on the working device."""
+        return self.particles.transfer_function(rows, self.device)
 
 
 class _Reads(torch.utils.data.Dataset):

@@ -16,6 +16,7 @@ import numpy as np
 
 from cryohydra.io.errors import InputFileError
 from cryohydra.io.mrc import open_stack
+from cryohydra.physics.imaging import CTF, Identity, TransferFunction
 
 __all__ = ["CTFParams", "ParticleSet", "random_half_split"]
 
@@ -116,6 +117,13 @@ class ParticleSet:
                 self.source, "has no CTF parameters (defocus, voltage, Cs, amplitude contrast)"
             )
         return self.ctf
+
+    def transfer_function(self, indices: np.ndarray, device=None) -> TransferFunction:
+        """The transfer functions of the particles ``indices`` as tensors on ``device``: their
+        CTF, or the identity when the set has no CTF parameters."""
+        if self.ctf is None:
+            return Identity(len(indices))
+        return CTF.from_arrays(self.ctf.subset(indices).as_dict(), device)
 
     def require_poses(self) -> tuple[np.ndarray, np.ndarray]:
         """Rotations and shifts (zero when absent), or a clear error when there are no poses."""

@@ -1,6 +1,6 @@
 """RELION STAR particle files (3.0, 3.1, 5) to and from :class:`ParticleSet`.
 
-Reading converts to the project conventions (``shared/CONVENTIONS.md``): lengths and shifts in
+Reading converts to the project conventions (``docs/CONVENTIONS.md``): lengths and shifts in
 Å, angles in radians, poses as RELION's matrix ``R = Euler_angles2matrix(rot, tilt, psi)`` and
 ``t = (rlnOriginXAngst, rlnOriginYAngst)`` with no sign flip. Writing produces RELION 3.1
 files (blocks ``optics`` and ``particles``), angles in degrees.

@@ -1,25 +1,7 @@
 """An ab-initio job on disk: output folder, per-epoch log and checkpoints, resume, half-sets and
 the final map.
 
-Layout of ``OUTDIR`` (one run; with half-sets the training files are in ``half_a/`` and
-``half_b/``)::
-
-    cryohydra-run.json   what was run (input, settings); marks the folder as a cryohydra run
-    log.jsonl            one JSON record per epoch: losses, time, and with true poses in the
-                         input the pose error (and FSC vs --reference-map)
-    checkpoint.pt        everything needed to continue (written after every epoch)
-    starts/, starts.json with ``--starts N``: each start's log and poses up to its first
-                         auto-decoding epoch, their losses there and the one continued
-    history/             every epoch's poses; switch_state.pt: the encoder and volume at the
-                         switch (:mod:`cryohydra.reconstruct.history`), for the analyses
-    model_volume.mrc     the learned volume at the working pixel size
-    particles.star       the poses (RELION 3.1), usable by RELION and cryoSPARC
-    map.mrc              backprojection of all particles with their poses (Wiener-filtered)
-    half_map_a.mrc, half_map_b.mrc, fsc.csv, fsc.png, fsc.json (fsc_vs_reference.json)
-    report.html, report_*.png   the run report (:mod:`cryohydra.report`)
-    summary.json         resolution, timings, pose error (when true poses are known), and
-                         the warnings of a run that did not converge
-                         (:mod:`cryohydra.reconstruct.diagnostics`)
+The folder's layout is :mod:`cryohydra.io.run_folder`'s.
 
 The final map is a CTF-weighted Fourier backprojection with the estimated poses at the stored
 box size (:mod:`cryohydra.reconstruct.backproject`), the same reconstruction as the known-pose
@@ -33,7 +15,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -42,41 +23,47 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cryohydra.inference.config import ReconstructConfig
+from cryohydra.inference.diagnostics import convergence_warnings
+from cryohydra.inference.distributed import Context, process_group
+from cryohydra.inference.frames import poses_into_reference_frame
+from cryohydra.inference.train import AMORTIZED, AbInitio
 from cryohydra.io.errors import InputFileError
-from cryohydra.io.mrc import read_map, write_map
+from cryohydra.io.history import write_epoch_poses
+from cryohydra.io.mrc import write_map
 from cryohydra.io.particles import ParticleSet, random_half_split
 from cryohydra.io.read import read_particles
+from cryohydra.io.run_folder import (
+    CHECKPOINT_FILE,
+    DISTRIBUTED_FILE,
+    FSC_PLOT_FILE,
+    FSC_REFERENCE_FILE,
+    HALF_RUNS,
+    HISTORY_DIR,
+    LOG_FILE,
+    MODEL_VOLUME_FILE,
+    PARTICLES_FILE,
+    POSE_ERROR_PLOT_FILE,
+    STARTS_DIR,
+    STARTS_FILE,
+    SUMMARY_FILE,
+    SWITCH_FILE,
+    atomic_save,
+    claim,
+    read_log,
+)
 from cryohydra.io.star import write_star
-from cryohydra.metrics.fsc import masked_fsc, plot_fsc
+from cryohydra.metrics.fsc import plot_fsc
 from cryohydra.metrics.map_alignment import align_maps
 from cryohydra.metrics.pose_error import Symmetry, plot_pose_error_histogram, pose_errors
-from cryohydra.physics.fourier import fourier_crop
+from cryohydra.metrics.reference import ReferenceMap
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
-from cryohydra.reconstruct.config import ReconstructConfig
-from cryohydra.reconstruct.diagnostics import convergence_warnings
-from cryohydra.reconstruct.distributed import Context, process_group
-from cryohydra.reconstruct.frames import poses_into_reference_frame
-from cryohydra.reconstruct.history import SWITCH_FILE, write_epoch_poses
-from cryohydra.reconstruct.train import AMORTIZED, AbInitio
+from cryohydra.reconstruct.outputs import write_reconstruction
+from cryohydra.report import write_report
 
-__all__ = ["RUN_FILE", "JobOptions", "reference_fsc", "run_job"]
+__all__ = ["JobOptions", "run_job"]
 
 log = logging.getLogger(__name__)
-RUN_FILE = "cryohydra-run.json"
-DISTRIBUTED_FILE = "distributed.json"  # a torchrun run: the particles each rank trained on
-STARTS_FILE = "starts.json"  # several starts: each one's loss, and which one was continued
-_OUTPUTS = (
-    "particles.star",
-    "map.mrc",
-    "half_map_a.mrc",
-    "half_map_b.mrc",
-    "fsc.csv",
-    "fsc.png",
-    "fsc.json",
-    "fsc_vs_reference.json",
-    "summary.json",
-    "report.html",
-)
 
 
 @dataclass(frozen=True)
@@ -96,73 +83,7 @@ class JobOptions:
     init_poses: Path | None = None  # a STAR/.cs of the same particles: start auto-decoding there
 
 
-def _atomic_save(state: dict, path: Path) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def _prepare_outdir(outdir: Path, options: JobOptions, description: dict) -> None:
-    """Claim ``outdir``: new or empty, our own run (``--resume``/``--force``), never a user's."""
-    marker = outdir / RUN_FILE
-    if options.resume:
-        if not marker.exists():
-            raise InputFileError(outdir, f"is not a cryohydra run to resume (no {RUN_FILE})")
-        previous = json.loads(marker.read_text())
-        if previous.get("config") != description["config"] or previous.get(
-            "init_poses"
-        ) != description.get("init_poses"):
-            raise InputFileError(
-                outdir, "was run with other settings; resume with the same options"
-            )
-        return
-    if outdir.exists() and any(outdir.iterdir()):
-        if not marker.exists():
-            raise InputFileError(
-                outdir, "exists and is not a cryohydra run; choose another output folder"
-            )
-        if not options.force:
-            raise InputFileError(
-                outdir, "holds a cryohydra run; use --resume to continue it or --force to redo it"
-            )
-    outdir.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps(description, indent=2) + "\n")
-
-
-class _Reference:
-    """A known map (``--reference-map``), for the FSC against it after alignment."""
-
-    def __init__(self, path: Path) -> None:
-        volume, voxel = read_map(path)
-        if voxel is None:
-            raise InputFileError(path, "has no voxel size in its header")
-        self.path = path
-        self.volume = torch.from_numpy(np.ascontiguousarray(volume, dtype=np.float32))
-        self.pixel_size_a = float(voxel)
-
-    def at(self, box: int, pixel_size_a: float) -> torch.Tensor:
-        """The map Fourier-cropped to ``box`` (the same field of view is required)."""
-        fov, own_fov = box * pixel_size_a, self.volume.shape[-1] * self.pixel_size_a
-        if abs(fov - own_fov) > 0.01 * own_fov:
-            raise InputFileError(
-                self.path,
-                f"covers {own_fov:.1f} Å but the particles {fov:.1f} Å (box x pixel size)",
-            )
-        return fourier_crop(self.volume, box, ndim=3)
-
-    def fsc_of(self, volume: torch.Tensor, pixel_size_a: float) -> dict:
-        reference = self.at(volume.shape[-1], pixel_size_a)
-        aligned = align_maps(volume, reference, pixel_size_a).aligned_map
-        curve = masked_fsc(aligned, reference, pixel_size_a)
-        return {"fsc_vs_reference_a_0.5": curve.resolution_a(0.5), "curve": curve}
-
-
-def reference_fsc(volume: torch.Tensor, reference_map: Path, pixel_size_a: float) -> float:
-    """Resolution (Å) at FSC 0.5 of ``volume`` against a known map, after aligning them."""
-    return _Reference(reference_map).fsc_of(volume, pixel_size_a)["fsc_vs_reference_a_0.5"]
-
-
-def _evaluator(particles: ParticleSet, reference: _Reference | None, symmetry: Symmetry):
+def _evaluator(particles: ParticleSet, reference: ReferenceMap | None, symmetry: Symmetry):
     """Per-epoch metrics against the truth when the input carries it."""
     if not particles.has_poses and reference is None:
         return None
@@ -221,7 +142,7 @@ def _train(
     config: ReconstructConfig,
     run_dir: Path,
     options: JobOptions,
-    reference: _Reference | None,
+    reference: ReferenceMap | None,
     context: Context,
     device: torch.device,
     init_poses: tuple[np.ndarray, np.ndarray] | None = None,
@@ -243,8 +164,8 @@ def _train(
         context,
         options.workers,
     )
-    checkpoint = run_dir / "checkpoint.pt"
-    log_path = run_dir / "log.jsonl"
+    checkpoint = run_dir / CHECKPOINT_FILE
+    log_path = run_dir / LOG_FILE
     records: list[str] = []
     if options.resume and checkpoint.exists():
         run.load_state_dict(torch.load(checkpoint, map_location=device))
@@ -265,7 +186,7 @@ def _train(
         if not main:
             return
         if current.switch_snapshot is not None:
-            _atomic_save(current.switch_snapshot, run_dir / SWITCH_FILE)
+            atomic_save(current.switch_snapshot, run_dir / SWITCH_FILE)
             current.switch_snapshot = None
         write_epoch_poses(
             run_dir,
@@ -277,7 +198,7 @@ def _train(
         )
         with log_path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
-        _atomic_save(state, checkpoint)
+        atomic_save(state, checkpoint)
 
     run.fit(on_epoch, progress=options.progress, trial=trial)
     if trial:
@@ -285,7 +206,7 @@ def _train(
     seen = run.seen_rows()
     if main:
         write_map(
-            run_dir / "model_volume.mrc",
+            run_dir / MODEL_VOLUME_FILE,
             run.volume.to_map().cpu().numpy(),
             run.data.pixel_size_a,
             force=True,
@@ -302,7 +223,7 @@ def _train_best_start(
     config: ReconstructConfig,
     run_dir: Path,
     options: JobOptions,
-    reference: _Reference | None,
+    reference: ReferenceMap | None,
     context: Context,
     device: torch.device,
     init_poses: tuple[np.ndarray, np.ndarray] | None = None,
@@ -314,7 +235,7 @@ def _train_best_start(
     if config.starts == 1 or init_poses is not None:
         return _train(particles, config, run_dir, options, reference, context, device, init_poses)
     choice_file = run_dir / STARTS_FILE
-    if options.resume and choice_file.exists() and (run_dir / "checkpoint.pt").exists():
+    if options.resume and choice_file.exists() and (run_dir / CHECKPOINT_FILE).exists():
         chosen = json.loads(choice_file.read_text())["chosen_seed"]
         log.info("resuming the chosen start (seed %d) in %s", chosen, run_dir)
         return _train(
@@ -323,11 +244,11 @@ def _train_best_start(
     starts = []
     for k in range(config.starts):
         start_config = replace(config, seed=config.seed + k, starts=1)
-        start_dir = run_dir / "starts" / f"start_{k}"
+        start_dir = run_dir / STARTS_DIR / f"start_{k}"
         trial = _train(
             particles, start_config, start_dir, options, reference, context, device, trial=True
         )
-        last = _read_log(start_dir / "log.jsonl")[-1] if context.is_main else {}
+        last = read_log(start_dir / LOG_FILE)[-1] if context.is_main else {}
         starts.append(
             {
                 "start": k,
@@ -343,16 +264,16 @@ def _train_best_start(
     best = context.broadcast_object(
         min(range(len(starts)), key=lambda k: starts[k]["loss"]) if context.is_main else None
     )
-    chosen_dir = run_dir / "starts" / f"start_{best}"
+    chosen_dir = run_dir / STARTS_DIR / f"start_{best}"
     if context.is_main:
-        for name in ("checkpoint.pt", "log.jsonl", SWITCH_FILE):
+        for name in (CHECKPOINT_FILE, LOG_FILE, SWITCH_FILE):
             if (chosen_dir / name).exists():
                 shutil.copy2(chosen_dir / name, run_dir / name)
-        shutil.copytree(chosen_dir / "history", run_dir / "history", dirs_exist_ok=True)
+        shutil.copytree(chosen_dir / HISTORY_DIR, run_dir / HISTORY_DIR, dirs_exist_ok=True)
         choice = {"chosen_start": best, "chosen_seed": starts[best]["seed"], "starts": starts}
         choice_file.write_text(json.dumps(choice, indent=2) + "\n")
         for k in range(len(starts)):  # the starts' logs and poses stay; their states go
-            (run_dir / "starts" / f"start_{k}" / "checkpoint.pt").unlink(missing_ok=True)
+            (run_dir / STARTS_DIR / f"start_{k}" / "checkpoint.pt").unlink(missing_ok=True)
         log.info(
             "starts: losses %s after their first auto-decoding epoch; continuing start %d",
             ", ".join(f"{s['loss']:.1f}" for s in starts),
@@ -374,7 +295,7 @@ def run_job(particles: ParticleSet, config: ReconstructConfig, options: JobOptio
     """Run ``cryohydra reconstruct`` end to end; returns the summary written to summary.json.
 
     Under ``torchrun`` every rank calls this: training is shared
-    (:mod:`~cryohydra.reconstruct.distributed`), and rank 0 alone claims the folder, writes
+    (:mod:`~cryohydra.inference.distributed`), and rank 0 alone claims the folder, writes
     the files and makes the final map; the other ranks return ``{"rank": r}``.
     """
     started = time.perf_counter()
@@ -409,7 +330,7 @@ def _run_job(
     failure = None
     if context.is_main:
         try:
-            _prepare_outdir(outdir, options, description)
+            claim(outdir, description, options.resume, options.force)
         except InputFileError as error:
             failure = error
     failure = context.broadcast_object(failure)
@@ -417,7 +338,7 @@ def _run_job(
         raise failure
     if particles.ctf is None:
         log.warning("%s has no CTF parameters: reconstructing without CTF", particles.source)
-    reference = None if options.reference_map is None else _Reference(options.reference_map)
+    reference = None if options.reference_map is None else ReferenceMap(options.reference_map)
     init = None if options.init_poses is None else read_init_poses(options.init_poses, particles)
     truth = particles.require_poses() if particles.has_poses else None
     bare = particles.with_poses(None, None)
@@ -435,7 +356,7 @@ def _run_job(
                 device,
                 None if init is None else (init[0][h], init[1][h]),
             )
-            for h, name in zip(halves, ("half_a", "half_b"), strict=True)
+            for h, name in zip(halves, HALF_RUNS, strict=True)
         ]
         poses = [r.poses() for r in runs]  # every rank gathers
         if not context.is_main:
@@ -459,13 +380,13 @@ def _run_job(
         training = [_run_summary(run)]
         half_split = None
     trained = time.perf_counter() - started
-    run_dirs = [outdir / "half_a", outdir / "half_b"] if options.half_sets else [outdir]
+    run_dirs = [outdir / h for h in HALF_RUNS] if options.half_sets else [outdir]
     for entry, run_dir in zip(training, run_dirs, strict=True):
         if (run_dir / STARTS_FILE).exists():
             entry["starts"] = json.loads((run_dir / STARTS_FILE).read_text())
 
     estimated = bare.with_poses(rotations, shifts if config.predict_shifts else None)
-    write_star(outdir / "particles.star", estimated, force=True)
+    write_star(outdir / PARTICLES_FILE, estimated, force=True)
     result = reconstruct_known_poses(
         estimated,
         seed=config.seed,
@@ -475,14 +396,8 @@ def _run_job(
         halves=half_split,
     )
     pixel = result.pixel_size_a
-    for name, volume in (
-        ("map.mrc", result.full),
-        ("half_map_a.mrc", result.half_a),
-        ("half_map_b.mrc", result.half_b),
-    ):
-        write_map(outdir / name, volume.cpu().numpy(), pixel, force=True)
-    curve = masked_fsc(result.half_a.cpu(), result.half_b.cpu(), pixel)
-    curve.to_csv(outdir / "fsc.csv")
+    curve = write_reconstruction(result, outdir, force=True)
+    assert curve is not None
     curves = {"half-maps (masked)": curve}
     summary: dict = {
         "input": str(particles.source),
@@ -499,7 +414,7 @@ def _run_job(
     if reference is not None:
         versus = reference.fsc_of(result.full.cpu(), pixel)
         curves["map vs reference"] = versus["curve"]
-        (outdir / "fsc_vs_reference.json").write_text(
+        (outdir / FSC_REFERENCE_FILE).write_text(
             json.dumps(versus["curve"].to_dict(), indent=2) + "\n"
         )
         summary["resolution_vs_reference_a_0.5"] = versus["fsc_vs_reference_a_0.5"]
@@ -507,26 +422,19 @@ def _run_job(
         errors = pose_errors(
             rotations, truth[0], shifts, truth[1], symmetry=options.symmetry, fit_global_offset=True
         )
-        plot_pose_error_histogram(errors, outdir / "pose_error.png")
+        plot_pose_error_histogram(errors, outdir / POSE_ERROR_PLOT_FILE)
         summary["pose_error"] = errors.to_dict()
-    plot_fsc(curves, outdir / "fsc.png", title="FSC")
-    (outdir / "fsc.json").write_text(json.dumps(curve.to_dict(), indent=2) + "\n")
-    logs = [_read_log(d / "log.jsonl") for d in run_dirs]
+    plot_fsc(curves, outdir / FSC_PLOT_FILE, title="FSC")
+    logs = [read_log(d / LOG_FILE) for d in run_dirs]
     warnings = convergence_warnings(logs, summary["half_map_resolution_a_0.143"], 2 * pixel)
     summary["warnings"] = [w.to_dict() for w in warnings]
     for warning in warnings:
         log.warning("%s: %s", outdir, warning)
     summary["total_seconds"] = time.perf_counter() - started
-    (outdir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (outdir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
     if options.report:
-        from cryohydra.report import write_report  # the report reads this module's outputs
-
         write_report(outdir)
     return summary
-
-
-def _read_log(path: Path) -> list[dict]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _run_summary(run: AbInitio) -> dict:

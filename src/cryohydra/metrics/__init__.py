@@ -1,6 +1,6 @@
 """Evaluation metrics: FSC and resolution, errors of poses, rigid alignment of maps.
 
-Pure functions following ``shared/CONVENTIONS.md``: maps are ``(z, y, x)`` float32 with the
+Pure functions following ``docs/CONVENTIONS.md``: maps are ``(z, y, x)`` float32 with the
 origin at index ``L // 2``; rotations ``(N, 3, 3)`` take molecule to microscope coordinates.
 """
 

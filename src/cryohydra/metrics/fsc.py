@@ -1,6 +1,6 @@
 """Fourier shell correlation (FSC), soft masks and resolution estimates.
 
-Conventions (``shared/CONVENTIONS.md``): volumes are ``(z, y, x)`` with the origin at index
+Conventions (``docs/CONVENTIONS.md``): volumes are ``(z, y, x)`` with the origin at index
 ``L // 2``; the frequency of index ``j`` is ``(j - L // 2) / (L * pixel_size_a)`` in 1/Å.
 Shells are one Fourier pixel wide: shell ``s`` holds the frequencies whose radius, rounded to
 the nearest integer in pixel units, is ``s``, for ``s = 0 .. L // 2`` (Nyquist). The resolution
@@ -19,34 +19,31 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryohydra.physics.fourier import fft3_centered
+from cryohydra.physics.fourier import fft3_centered, radius_grid_3d, shell_mean
 
 __all__ = [
+    "as_volume",
     "FSCCurve",
     "ResolutionEstimate",
     "fsc",
     "masked_fsc",
     "plot_fsc",
     "radial_shell_index",
+    "shell_correlation",
     "soft_spherical_mask",
 ]
 
 ArrayLike = np.ndarray | torch.Tensor
 
 
-def _as_volume(volume: ArrayLike) -> torch.Tensor:
-    """``(L, L, L)`` array or tensor -> float64 tensor; checks the shape."""
-    tensor = torch.as_tensor(volume).to(torch.float64)
-    if tensor.ndim != 3 or len(set(tensor.shape)) != 1:
-        raise ValueError(f"expected a cubic (L, L, L) volume, got shape {tuple(tensor.shape)}")
+def as_volume(volume: ArrayLike, dtype=torch.float64, even: bool = False) -> torch.Tensor:
+    """``(L, L, L)`` array or tensor -> tensor of ``dtype``; checks the shape (and with
+    ``even`` that ``L`` is even)."""
+    tensor = torch.as_tensor(volume).to(dtype)
+    if tensor.ndim != 3 or len(set(tensor.shape)) != 1 or (even and tensor.shape[0] % 2):
+        wanted = "an (L, L, L) volume, L even" if even else "a cubic (L, L, L) volume"
+        raise ValueError(f"expected {wanted}, got shape {tuple(tensor.shape)}")
     return tensor
-
-
-def _radius_grid(box_size: int, dtype=torch.float64) -> torch.Tensor:
-    """``(L, L, L)`` distance (pixels) of each voxel from index ``L // 2`` on every axis."""
-    axis = torch.arange(box_size, dtype=dtype) - box_size // 2
-    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
-    return torch.sqrt(x**2 + y**2 + z**2)
 
 
 def soft_spherical_mask(box_size: int, radius_px: float, edge_px: float) -> torch.Tensor:
@@ -57,7 +54,7 @@ def soft_spherical_mask(box_size: int, radius_px: float, edge_px: float) -> torc
     """
     if radius_px < 0 or edge_px < 0:
         raise ValueError("radius_px and edge_px must be non-negative")
-    r = _radius_grid(box_size)
+    r = radius_grid_3d(box_size)
     if edge_px == 0:
         return (r <= radius_px).to(torch.float32)
     t = ((r - radius_px) / edge_px).clamp(0.0, 1.0)
@@ -66,7 +63,7 @@ def soft_spherical_mask(box_size: int, radius_px: float, edge_px: float) -> torc
 
 def radial_shell_index(box_size: int) -> torch.Tensor:
     """``(L, L, L)`` int64 shell of each centred Fourier voxel: ``round(|k|)`` in pixels."""
-    return torch.round(_radius_grid(box_size)).long()
+    return torch.round(radius_grid_3d(box_size)).long()
 
 
 @dataclass(frozen=True)
@@ -138,6 +135,15 @@ class FSCCurve:
             },
         }
 
+    @staticmethod
+    def from_dict(data: dict) -> FSCCurve:
+        """The curve written by :meth:`to_dict`."""
+        return FSCCurve(
+            np.asarray(data["frequencies_per_a"]),
+            np.asarray(data["values"]),
+            float(data["pixel_size_a"]),
+        )
+
     def to_csv(self, path: str | Path) -> None:
         """Write ``frequency_per_a, resolution_a, fsc`` (one row per shell) to ``path``."""
         with open(path, "w", newline="") as handle:
@@ -160,27 +166,32 @@ def fsc(
     ``s`` (one Fourier pixel wide, ``s = 0 .. L // 2``). ``pixel_size_a`` (Å/px) only sets the
     frequency axis; it is keyword-only so that a missing pixel size fails loudly.
     """
-    v1, v2 = _as_volume(map1), _as_volume(map2)
+    v1, v2 = as_volume(map1), as_volume(map2)
     if v1.shape != v2.shape:
         raise ValueError(f"maps differ in shape: {tuple(v1.shape)} vs {tuple(v2.shape)}")
     if mask is not None:
-        m = _as_volume(mask)
+        m = as_volume(mask)
         v1, v2 = v1 * m, v2 * m
     box = v1.shape[-1]
-    f1, f2 = fft3_centered(v1), fft3_centered(v2)
-    shells = radial_shell_index(box).reshape(-1)
     n_shells = box // 2 + 1
-    inside = shells < n_shells
-
-    def shell_sum(values: torch.Tensor) -> torch.Tensor:
-        out = torch.zeros(n_shells, dtype=torch.float64)
-        return out.index_add_(0, shells[inside], values.reshape(-1)[inside])
-
-    cross = shell_sum((f1 * f2.conj()).real)
-    power = shell_sum(f1.abs() ** 2) * shell_sum(f2.abs() ** 2)
-    values = torch.where(power > 0, cross / power.clamp_min(1e-300).sqrt(), torch.zeros(()))
+    values = shell_correlation(
+        fft3_centered(v1), fft3_centered(v2), radial_shell_index(box), n_shells
+    )
     frequencies = np.arange(n_shells) / (box * pixel_size_a)
     return FSCCurve(frequencies, values.numpy(), float(pixel_size_a))
+
+
+def shell_correlation(
+    f1: torch.Tensor, f2: torch.Tensor, shells: torch.Tensor, n_shells: int
+) -> torch.Tensor:
+    """Per-shell correlation ``(n_shells,)`` of two centred transforms ``(L, L, L)``:
+    ``Re <F1 conj(F2)> / sqrt(<|F1|^2> <|F2|^2>)`` over the voxels of each shell (``shells``,
+    :func:`radial_shell_index`; higher shells ignored), 0 where a shell has no power. The one
+    FSC of the package: :func:`fsc` and the Wiener filter of the backprojection use it."""
+    cross = shell_mean((f1 * f2.conj()).real, shells, n_shells)
+    power_1 = shell_mean(f1.abs() ** 2, shells, n_shells)
+    power_2 = shell_mean(f2.abs() ** 2, shells, n_shells)
+    return cross / torch.sqrt(power_1 * power_2).clamp(min=1e-30)
 
 
 def masked_fsc(a: ArrayLike, b: ArrayLike, pixel_size_a: float) -> FSCCurve:

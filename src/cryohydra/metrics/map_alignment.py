@@ -1,6 +1,6 @@
 """Rigid alignment of one map onto another: rotation, translation and handedness.
 
-The transform (``shared/CONVENTIONS.md``: volumes ``(z, y, x)``, origin at index ``L // 2``,
+The transform (``docs/CONVENTIONS.md``: volumes ``(z, y, x)``, origin at index ``L // 2``,
 points ``x`` written ``(x, y, z)`` in pixels or Å from the origin) is
 
 ``aligned(x) = moving(H R^T (x - s))``, ``H = J = diag(1, 1, -1)`` if mirrored else identity:
@@ -31,14 +31,19 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
 from cryohydra.geometry.rotations import exp_map, geodesic_distance
 from cryohydra.geometry.sampling import so3_grid
-from cryohydra.metrics.fsc import soft_spherical_mask
-from cryohydra.physics.fourier import fft3_centered, fourier_crop, frequency_axis, ifft3_centered
+from cryohydra.metrics.fsc import ArrayLike, as_volume, soft_spherical_mask
+from cryohydra.physics.fourier import (
+    fft3_centered,
+    fourier_crop,
+    frequency_grid_3d,
+    ifft3_centered,
+    index_grid_3d,
+)
 
 __all__ = [
     "MapAlignment",
@@ -51,7 +56,7 @@ __all__ = [
     "so3_grid",
 ]
 
-ArrayLike = np.ndarray | torch.Tensor
+
 _ROTATION_CHUNK = 256
 
 
@@ -77,18 +82,8 @@ class MapAlignment:
     pixel_size_a: float
 
 
-def _as_volume(volume: ArrayLike) -> torch.Tensor:
-    tensor = torch.as_tensor(volume).to(torch.float32)
-    if tensor.ndim != 3 or len(set(tensor.shape)) != 1 or tensor.shape[0] % 2:
-        raise ValueError(f"expected an (L, L, L) volume, L even; got {tuple(tensor.shape)}")
-    return tensor
-
-
-def _grid_points(box_size: int, dtype=torch.float32) -> torch.Tensor:
-    """``(L, L, L, 3)`` ``(x, y, z)`` pixel coordinates of each voxel from index ``L // 2``."""
-    axis = torch.arange(box_size, dtype=dtype) - box_size // 2
-    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
-    return torch.stack([x, y, z], dim=-1)
+def _even_volume(volume: ArrayLike) -> torch.Tensor:
+    return as_volume(volume, torch.float32, even=True)
 
 
 def _sampling_grid(
@@ -143,7 +138,7 @@ def _transformed(
     """
     box = volume.shape[-1]
     source = volume if oversampling == 1 else _fourier_upsample(volume, oversampling)
-    points = _grid_points(box).reshape(-1, 3) * oversampling
+    points = index_grid_3d(box).reshape(-1, 3) * oversampling
     shifts = None if shifts_px is None else shifts_px * oversampling
     values = _sample(source, _sampling_grid(points, rotations, shifts, source.shape[-1]))
     return values.reshape(-1, box, box, box)
@@ -156,7 +151,7 @@ def rotate_map(volume: ArrayLike, rotations: ArrayLike, oversampling: int = 1) -
     Returns ``(L, L, L)`` or ``(B, L, L, L)`` float32 (trilinear, zero outside the box; with
     ``oversampling`` 2 on a map Fourier-upsampled twice, more accurate and 8x the memory).
     """
-    vol = _as_volume(volume)
+    vol = _even_volume(volume)
     rot = torch.as_tensor(rotations)
     out = _transformed(vol, rot.reshape(-1, 3, 3), oversampling=oversampling)
     return out[0] if rot.ndim == 2 else out
@@ -173,8 +168,7 @@ def shift_map(volume: ArrayLike, shift_a: ArrayLike, pixel_size_a: float) -> tor
     ``exp(-2 pi i k.s)`` (exact for a band-limited map, periodic in the box)."""
     vol = torch.as_tensor(volume)
     shift = torch.as_tensor(shift_a, dtype=torch.float64)
-    k = frequency_axis(vol.shape[-1], pixel_size_a, dtype=torch.float64)
-    kz, ky, kx = torch.meshgrid(k, k, k, indexing="ij")
+    kx, ky, kz = frequency_grid_3d(vol.shape[-1], pixel_size_a, dtype=torch.float64).unbind(-1)
     phase = -2 * math.pi * (kx * shift[0] + ky * shift[1] + kz * shift[2])
     shifted = ifft3_centered(
         fft3_centered(vol.to(torch.float64)) * torch.polar(torch.ones_like(phase), phase)
@@ -191,8 +185,7 @@ def _mask(box_size: int, radius_px: float | None) -> torch.Tensor:
 
 def _lowpass(volume: torch.Tensor, pixel_size_a: float, resolution_a: float) -> torch.Tensor:
     """Gaussian low-pass, amplitude ``exp(-1/2)`` at frequency ``1 / resolution_a``."""
-    k = frequency_axis(volume.shape[-1], pixel_size_a, dtype=torch.float64)
-    kz, ky, kx = torch.meshgrid(k, k, k, indexing="ij")
+    kx, ky, kz = frequency_grid_3d(volume.shape[-1], pixel_size_a, dtype=torch.float64).unbind(-1)
     gain = torch.exp(-0.5 * (kx**2 + ky**2 + kz**2) * resolution_a**2)
     return ifft3_centered(fft3_centered(volume.to(torch.float64)) * gain).real.float()
 
@@ -230,7 +223,7 @@ def _exhaustive_scores(
     """
     box = reference.shape[-1]
     ref_spectrum = torch.fft.rfftn(_normalise(reference))
-    points = _grid_points(box).reshape(-1, 3)
+    points = index_grid_3d(box).reshape(-1, 3)
     inside = torch.nonzero(points.norm(dim=-1) < box / 2).squeeze(1)
     scores, shifts = [], []
     for chunk in rotations.split(_ROTATION_CHUNK):
@@ -366,7 +359,7 @@ def align_maps(
     Returns:
         :class:`MapAlignment` with ``aligned(x) = moving(H R^T (x - s))``.
     """
-    mov, ref = _as_volume(moving), _as_volume(reference)
+    mov, ref = _even_volume(moving), _even_volume(reference)
     if mov.shape != ref.shape:
         raise ValueError(f"maps differ in shape: {tuple(mov.shape)} vs {tuple(ref.shape)}")
     box = ref.shape[-1]
@@ -408,7 +401,7 @@ def self_alignment(
     ``lowpass_a`` (Å) low-passes the map first, for a pseudo-symmetry that holds only at
     low resolution.
     """
-    vol = _as_volume(volume)
+    vol = _even_volume(volume)
     if lowpass_a is not None:
         vol = _lowpass(vol, pixel_size_a, lowpass_a)
     box = vol.shape[-1]
@@ -476,5 +469,5 @@ def apply_alignment(
     (use the same value as :func:`align_maps` to treat both half-maps alike)."""
     a = alignment
     return _transform(
-        _as_volume(volume), a.rotation, a.shift_a, a.mirrored, a.pixel_size_a, oversampling
+        _even_volume(volume), a.rotation, a.shift_a, a.mirrored, a.pixel_size_a, oversampling
     )

@@ -1,5 +1,5 @@
 """Errors of estimated poses against true ones, modulo a global rotation, handedness and a
-point-group symmetry (``shared/CONVENTIONS.md``, "Errors of poses").
+point-group symmetry (``docs/CONVENTIONS.md``, "Errors of poses").
 
 Derivations (``x_scope = R x_mol``; the image of a map ``V`` in pose ``R`` is the integral
 along z of ``V(R^T x)``):

@@ -3,7 +3,7 @@ of two orientations is predicted from the features (:func:`~.distances.predicted
 
 ``image -> normalisation -> Gaussian pyramid -> CNN backbone -> two-layer perceptron -> f``,
 the same front end and backbones as the pose encoder of ``cryohydra reconstruct``
-(:mod:`cryohydra.reconstruct.encoder`).
+(:mod:`cryohydra.models.encoder`).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cryohydra.reconstruct.encoder import build_front_end, normalise_images
+from cryohydra.models.encoder import build_front_end, normalise_images
 
 __all__ = ["DistanceEncoder"]
 

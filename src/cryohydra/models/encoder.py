@@ -39,6 +39,7 @@ __all__ = [
     "build_front_end",
     "MultiHeadMLP",
     "PoseEncoder",
+    "SixDPoseOutput",
     "normalise_images",
 ]
 
@@ -150,8 +151,37 @@ def build_front_end(
     return pyramid, features, channels * side * side
 
 
+class SixDPoseOutput:
+    """What each head's outputs mean: a rotation in the 6D representation (Gram-Schmidt of two
+    columns, :func:`~cryohydra.geometry.rotations.sixd_to_matrix`) and an in-plane shift
+    bounded to ``max_shift_a`` (Å) on each axis by a ``tanh``. Another pose parameterisation
+    is another class with ``n_outputs``, ``initialise`` and ``__call__``."""
+
+    n_outputs = 8
+    _ROTATION = slice(0, 6)
+    _SHIFT = slice(6, 8)
+
+    def __init__(self, max_shift_a: float) -> None:
+        self.max_shift_a = float(max_shift_a)
+
+    def initialise(self, last_weight: torch.Tensor) -> None:
+        """Start with small shifts: the shift outputs' weights ``(M, hidden, out)`` scaled down."""
+        with torch.no_grad():
+            last_weight[..., self._SHIFT] *= 0.01
+
+    def __call__(self, out: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(B, M, 8)`` -> rotations ``(B, M, 3, 3)`` and shifts ``(B, M, 2)`` Å."""
+        rotations = sixd_to_matrix(out[..., self._ROTATION])
+        shifts_a = self.max_shift_a * torch.tanh(out[..., self._SHIFT])
+        return rotations, shifts_a
+
+
 class PoseEncoder(nn.Module):
-    """Images ``(B, L, L)`` -> rotations ``(B, M, 3, 3)`` and shifts ``(B, M, 2)`` in Å."""
+    """Images ``(B, L, L)`` -> rotations ``(B, M, 3, 3)`` and shifts ``(B, M, 2)`` in Å.
+
+    ``max_shift_a`` defaults to 10 % of the box; the heads' outputs are read by a
+    :class:`SixDPoseOutput`.
+    """
 
     def __init__(
         self,
@@ -166,15 +196,15 @@ class PoseEncoder(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.pyramid, self.features, n_features = build_front_end(box_size, backbone, sigmas_px)
-        self.heads = MultiHeadMLP(n_heads, n_features, hidden, 8)
-        with torch.no_grad():  # start with small shifts
-            self.heads.w3[..., 6:] *= 0.01
         default = 0.1 * box_size * pixel_size_a
-        self.max_shift_a = float(default if max_shift_a is None else max_shift_a)
+        self.output = SixDPoseOutput(default if max_shift_a is None else max_shift_a)
+        self.heads = MultiHeadMLP(n_heads, n_features, hidden, self.output.n_outputs)
+        self.output.initialise(self.heads.w3)
+
+    @property
+    def max_shift_a(self) -> float:
+        return self.output.max_shift_a
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.pyramid(normalise_images(images))
-        out = self.heads(self.features(x).flatten(1))
-        rotations = sixd_to_matrix(out[..., :6])
-        shifts_a = self.max_shift_a * torch.tanh(out[..., 6:])
-        return rotations, shifts_a
+        return self.output(self.heads(self.features(x).flatten(1)))

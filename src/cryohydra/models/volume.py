@@ -20,16 +20,16 @@ import math
 import torch
 from torch import nn
 
-from cryohydra.physics.fourier import hartley3, hartley_to_fourier, ihartley3, shell_mean
+from cryohydra.physics.fourier import (
+    hartley3,
+    hartley_to_fourier,
+    ihartley3,
+    radius_grid_3d,
+    shell_mean,
+)
 from cryohydra.physics.projector import SliceGrid, project
 
 __all__ = ["HartleyVolume", "radial_profile"]
-
-
-def _radius(box_size: int, device=None) -> torch.Tensor:
-    k = torch.arange(box_size, device=device, dtype=torch.float32) - box_size // 2
-    kz, ky, kx = torch.meshgrid(k, k, k, indexing="ij")
-    return torch.sqrt(kx**2 + ky**2 + kz**2)
 
 
 def radial_profile(values: torch.Tensor, radius_px: torch.Tensor, n_shells: int) -> torch.Tensor:
@@ -59,7 +59,7 @@ class HartleyVolume(nn.Module):
         if box_size % 2:
             raise ValueError(f"box size must be even, got {box_size}")
         self.box_size = box_size
-        radius = _radius(box_size)
+        radius = radius_grid_3d(box_size, dtype=torch.float32)
         self.register_buffer("support", (radius <= box_size // 2).to(torch.float32))
         if amplitude is None:
             amplitude = torch.ones(box_size // 2 + 1)
@@ -68,6 +68,13 @@ class HartleyVolume(nn.Module):
         mantissa = init_scale * torch.randn(box_size, box_size, box_size, generator=generator)
         self.mantissa = nn.Parameter(mantissa)
         self.exponent = nn.Parameter(exponent.contiguous())
+
+    @staticmethod
+    def from_state_dict(state: dict) -> HartleyVolume:
+        """A volume holding a saved ``state_dict`` (its size read from the state)."""
+        volume = HartleyVolume(state["mantissa"].shape[-1])
+        volume.load_state_dict(state)
+        return volume
 
     def hartley(self) -> torch.Tensor:
         """``(L, L, L)`` Hartley coefficients ``m exp(e)``, zero outside the support."""

@@ -25,10 +25,9 @@ import torch
 
 from cryohydra.geometry.rotations import exp_map
 from cryohydra.geometry.sampling import so3_grid
-from cryohydra.physics.image_formation import CTFBatch, FourierVolume
-from cryohydra.physics.projector import project
+from cryohydra.io.batches import ParticleBatches
+from cryohydra.physics.imaging import FourierVolume
 from cryohydra.reconstruct.backproject import Accumulator, wiener_maps
-from cryohydra.reconstruct.batches import ParticleBatches
 
 __all__ = [
     "DetectorConfig",
@@ -90,14 +89,14 @@ class _Scorer:
         batch = data.load(rows, self.grid)
         self.images = batch.images
         self.spectra = batch.spectra
-        self.ctf = batch.ctf
+        self.transfer = batch.transfer
+        self.model = batch.model
         radius = torch.linalg.vector_norm(self.grid.coords[:, :2], dim=-1)
         self.keep = radius >= 1.0  # leave out the DC term: the mean is not structure
         box = data.working_box
         self.box = box
         self.reconstruction_radius = float(radius.max()) + 2
-        params = data.particles.ctf
-        self.ctf_batch = None if params is None else CTFBatch.from_params(params, rows, data.device)
+        self.transfer_function = data.transfer_function(rows)
         self.halves = [np.arange(len(rows)) % 2 == parity for parity in (0, 1)]
         self.zero_shifts = torch.zeros(len(rows), 2, device=data.device)
         self.evaluations = 0
@@ -114,7 +113,7 @@ class _Scorer:
                 self.images[index],
                 rotations[index],
                 self.zero_shifts[index],
-                None if self.ctf_batch is None else _index_ctf(self.ctf_batch, index),
+                self.transfer_function.subset(index),
                 self.data.pixel_size_a,
             )
             accumulators.append(acc)
@@ -123,9 +122,9 @@ class _Scorer:
         for members, other in zip(self.halves, (map_b, map_a), strict=True):
             index = torch.from_numpy(np.nonzero(members)[0]).to(self.data.device)
             volume = FourierVolume.from_map(other)
-            model = project(volume.spectrum, rotations[index], self.grid)
-            if self.ctf is not None:
-                model = model * self.ctf[index]
+            model = self.model.modulate(
+                self.model.slices(volume.spectrum, rotations[index]), self.transfer[index], None
+            )
             observed = self.spectra[index]
             model, observed = model[:, self.keep], observed[:, self.keep]
             cross = (model.conj() * observed).real.sum(dim=-1)
@@ -134,10 +133,6 @@ class _Scorer:
             )
             correlations.append(cross / norms.clamp(min=1e-12))
         return float(torch.cat(correlations).mean())
-
-
-def _index_ctf(ctf: CTFBatch, index: torch.Tensor) -> CTFBatch:
-    return CTFBatch(**{name: getattr(ctf, name)[index] for name in ctf.__dataclass_fields__})
 
 
 def _axes_steps(step_rad: float) -> torch.Tensor:

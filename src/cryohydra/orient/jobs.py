@@ -13,12 +13,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cryohydra.io.batches import ParticleBatches
 from cryohydra.io.errors import InputFileError, check_writable
-from cryohydra.io.mrc import write_map
 from cryohydra.io.particles import ParticleSet
 from cryohydra.io.read import read_particles
 from cryohydra.io.star import write_star
+from cryohydra.io.structure import read_atomic_model
 from cryohydra.metrics.pose_error import pose_errors
+from cryohydra.metrics.reference import reference_fsc
 from cryohydra.metrics.two_sided import two_sided_alignment
 from cryohydra.orient.detector import (
     DetectorConfig,
@@ -27,10 +29,8 @@ from cryohydra.orient.detector import (
 )
 from cryohydra.orient.recover import RecoverConfig, embed, feature_distances, recover_orientations
 from cryohydra.orient.training import TrainingSet, load_model
-from cryohydra.physics.atoms import read_atomic_model
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
-from cryohydra.reconstruct.batches import ParticleBatches
-from cryohydra.reconstruct.job import reference_fsc
+from cryohydra.reconstruct.outputs import output_names, write_reconstruction
 from cryohydra.simulate import MODEL_SUFFIXES, SimulationConfig, simulate
 
 __all__ = ["StructureSpec", "fitting_pixel_size_a", "recover_job", "simulate_training_sets"]
@@ -158,7 +158,7 @@ def recover_job(
     """Embed, fit orientations, resolve ``A`` and the hand, write ``poses.star`` (RELION 3.1,
     the input's CTF, zero shifts), the map from those poses (``map.mrc``, half-maps) and
     ``recover.json``; with true poses in the input, the pose errors too."""
-    names = ("poses.star", "map.mrc", "half_map_a.mrc", "half_map_b.mrc", "recover.json")
+    names = ("poses.star", *output_names(fsc=False), "recover.json")
     paths = {name: check_writable(outdir / name, force) for name in names}
     outdir.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
@@ -204,9 +204,7 @@ def recover_job(
         posed, invert_contrast=invert_contrast, device=device, progress=False
     )
     pixel = result.pixel_size_a
-    write_map(paths["map.mrc"], result.full.cpu().numpy(), pixel, force=force)
-    write_map(paths["half_map_a.mrc"], result.half_a.cpu().numpy(), pixel, force=force)
-    write_map(paths["half_map_b.mrc"], result.half_b.cpu().numpy(), pixel, force=force)
+    write_reconstruction(result, outdir, fsc=False, force=force)
     summary: dict = {
         "model": str(model_path),
         "training_sets": payload["training_sets"],

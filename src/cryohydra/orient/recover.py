@@ -22,9 +22,9 @@ import numpy as np
 import roma
 import torch
 
+from cryohydra.io.batches import ParticleBatches
+from cryohydra.models.distance import DistanceEncoder
 from cryohydra.orient.distances import paired_predicted_distances, quaternion_distances
-from cryohydra.orient.network import DistanceEncoder
-from cryohydra.reconstruct.batches import ParticleBatches
 
 __all__ = [
     "RecoverConfig",

@@ -29,13 +29,13 @@ import numpy as np
 import torch
 
 from cryohydra.geometry.rotations import geodesic_distance
+from cryohydra.io.batches import ParticleBatches
 from cryohydra.io.errors import InputFileError, check_writable
 from cryohydra.io.particles import ParticleSet
 from cryohydra.metrics.pose_error import symmetry_group
+from cryohydra.models.distance import DistanceEncoder
 from cryohydra.orient.distances import flat_weights, predicted_distances, upper_pairs
-from cryohydra.orient.network import DistanceEncoder
 from cryohydra.physics.fourier import fourier_crop_2d
-from cryohydra.reconstruct.batches import ParticleBatches
 
 __all__ = [
     "MODEL_FORMAT",
@@ -57,7 +57,7 @@ class OrientTrainConfig:
     Attributes:
         box_size: the network's input side (px); images are Fourier-cropped to it.
         feature_dim: length of the feature vectors.
-        backbone: CNN of :mod:`cryohydra.reconstruct.encoder` (``light`` or ``vgg16``).
+        backbone: CNN of :mod:`cryohydra.models.encoder` (``light`` or ``vgg16``).
         batch_size: images per step (all their pairs are compared).
         epochs: passes over the training images.
         lr: Adam learning rate.
@@ -131,7 +131,7 @@ class TrainingSet:
 
         ``snr``: the images are clean (simulated without noise) and each batch gets fresh
         noise for this SNR (``mean var(clean image) / var(noise)`` over the stored box, as in
-        ``shared/CONVENTIONS.md``); None: the images are used as they are.
+        ``docs/CONVENTIONS.md``); None: the images are used as they are.
         """
         rotations, _ = particles.require_poses()
         augment = snr is not None and math.isfinite(snr)

@@ -1,4 +1,4 @@
-"""Density maps from atomic models (PDB / mmCIF, read with gemmi).
+"""Density maps from atomic models (read by :func:`cryohydra.io.structure.read_atomic_model`).
 
 Each atom contributes its electron scattering factor, the five-Gaussian fit of International
 Tables Vol. C Table 4.3.2.2 (``gemmi.Element.c4322``):
@@ -18,15 +18,13 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
-import gemmi
 import numpy as np
 import torch
 from torch.fft import fftn, fftshift, ifftn, ifftshift
 
-from cryohydra.io.errors import InputFileError
 from cryohydra.physics.fourier import frequency_axis
 
-__all__ = ["AtomicModel", "read_atomic_model", "density_map", "projected_density"]
+__all__ = ["AtomicModel", "density_map", "projected_density"]
 
 # Gaussians are cut where they fall below this fraction of their peak.
 _CUTOFF = 1e-4
@@ -47,43 +45,6 @@ class AtomicModel:
 
     def __len__(self) -> int:
         return len(self.coords_a)
-
-
-def read_atomic_model(path: str | Path) -> AtomicModel:
-    """Read the first model of a PDB or mmCIF file, without waters and hydrogens."""
-    path = Path(path)
-    if not path.exists():
-        raise InputFileError(path, "file does not exist")
-    try:
-        structure = gemmi.read_structure(str(path))
-    except (RuntimeError, ValueError) as err:
-        raise InputFileError(path, f"not a readable PDB/mmCIF model: {err}") from err
-    structure.remove_waters()
-    structure.remove_hydrogens()
-    if len(structure) == 0 or structure[0].count_atom_sites() == 0:
-        raise InputFileError(path, "contains no atoms")
-    model = structure[0]
-    coords, coefs = [], []
-    cache: dict[str, list[float]] = {}
-    for chain in model:
-        for residue in chain:
-            for atom in residue:
-                name = atom.element.name
-                if name not in cache:
-                    cache[name] = atom.element.c4322.get_coefs()
-                coords.append(atom.pos.tolist())
-                coefs.append(cache[name])
-    coefs_array = np.asarray(coefs, dtype=np.float64)
-    if np.any(coefs_array[:, :5].sum(axis=1) == 0):
-        raise InputFileError(path, "contains atoms with unknown elements")
-    com = model.calculate_center_of_mass()
-    return AtomicModel(
-        coords_a=np.asarray(coords, dtype=np.float64),
-        coef_a=coefs_array[:, :5],
-        coef_b=coefs_array[:, 5:],
-        center_of_mass_a=np.array([com.x, com.y, com.z]),
-        source=path,
-    )
 
 
 def _splat_gaussians(

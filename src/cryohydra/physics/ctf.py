@@ -1,4 +1,4 @@
-"""Contrast transfer function, RELION / CTFFIND convention (``shared/CONVENTIONS.md``).
+"""Contrast transfer function, RELION / CTFFIND convention (``docs/CONVENTIONS.md``).
 
 ``gamma = pi lambda df s^2 - (pi/2) Cs lambda^3 s^4 + phase_shift + arcsin(w)`` and
 ``CTF = sin(gamma) exp(-B s^2 / 4)``, so ``CTF(0) = w > 0``: particles are bright on a dark

@@ -1,6 +1,6 @@
 """Centred Fourier and Hartley transforms, frequency grids and Fourier cropping.
 
-Conventions (``shared/CONVENTIONS.md``): ``F = fftshift(fftn(ifftshift(x)))`` so that DC sits
+Conventions (``docs/CONVENTIONS.md``): ``F = fftshift(fftn(ifftshift(x)))`` so that DC sits
 at index ``L // 2``; kernel ``exp(-2 pi i k.x)``; Hartley ``H = Re F - Im F``; the frequency of
 index ``j`` is ``(j - L // 2) / (L * pixel_size_a)`` in 1/Å. Transforms act on the last two
 (2D) or three (3D) dimensions and are batched over the others.
@@ -25,6 +25,9 @@ __all__ = [
     "hartley_to_fourier",
     "frequency_axis",
     "frequency_grid_2d",
+    "frequency_grid_3d",
+    "index_grid_3d",
+    "radius_grid_3d",
     "fourier_crop",
     "fourier_crop_2d",
     "shell_mean",
@@ -138,6 +141,28 @@ def frequency_grid_2d(
     k = frequency_axis(box_size, pixel_size_a, device=device, dtype=dtype)
     ky, kx = torch.meshgrid(k, k, indexing="ij")
     return torch.stack([kx, ky], dim=-1)
+
+
+def index_grid_3d(box_size: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """``(L, L, L, 3)`` ``(x, y, z)`` position in pixels of each voxel from index ``L // 2``
+    (the volume's axes are ``(z, y, x)``); in Fourier space, the frequency in pixels."""
+    axis = torch.arange(box_size, device=device, dtype=dtype) - box_size // 2
+    z, y, x = torch.meshgrid(axis, axis, axis, indexing="ij")
+    return torch.stack([x, y, z], dim=-1)
+
+
+def radius_grid_3d(box_size: int, device=None, dtype=torch.float64) -> torch.Tensor:
+    """``(L, L, L)`` distance in pixels of each voxel from index ``L // 2`` (in Fourier space,
+    ``|k|`` in pixels: round it for the shell)."""
+    x, y, z = index_grid_3d(box_size, device, dtype).unbind(-1)
+    return torch.sqrt(x**2 + y**2 + z**2)
+
+
+def frequency_grid_3d(
+    box_size: int, pixel_size_a: float = 1.0, device=None, dtype=torch.float32
+) -> torch.Tensor:
+    """``(L, L, L, 3)`` ``(kx, ky, kz)`` in 1/Å of a centred 3D transform's voxels."""
+    return index_grid_3d(box_size, device, dtype) / (box_size * pixel_size_a)
 
 
 def fourier_crop(signal: torch.Tensor, new_box: int, ndim: int = 2) -> torch.Tensor:

@@ -39,11 +39,10 @@ import torch
 from tqdm import tqdm
 
 from cryohydra.io.particles import ParticleSet, random_half_split
-from cryohydra.metrics.fsc import radial_shell_index
+from cryohydra.metrics.fsc import radial_shell_index, shell_correlation
 from cryohydra.physics.fourier import ifft3_centered, shell_mean
-from cryohydra.physics.image_formation import CTFBatch
+from cryohydra.physics.imaging import ImagingModel, TransferFunction
 from cryohydra.physics.projector import gridding_correction
-from cryohydra.physics.shifts import phase_ramp
 
 __all__ = ["Accumulator", "HalfPlane", "Reconstruction", "reconstruct_known_poses", "wiener_maps"]
 
@@ -192,18 +191,16 @@ class Accumulator:
         images: torch.Tensor,
         rotations: torch.Tensor,
         shifts_a: torch.Tensor,
-        ctf: CTFBatch | None,
+        transfer: TransferFunction,
         pixel_size_a: float,
     ) -> None:
-        """Add real images ``(B, L, L)`` with poses ``(B, 3, 3)`` and shifts ``(B, 2)`` Å."""
+        """Add real images ``(B, L, L)`` with poses ``(B, 3, 3)``, shifts ``(B, 2)`` Å and
+        transfer functions: the adjoint of :class:`~cryohydra.physics.imaging.ImagingModel`
+        on the half-plane, spread into the sums (with ``T^2`` into the weights)."""
         plane = self.plane
-        frequencies = plane.frequencies_a(pixel_size_a)
-        values = plane.spectra(images.to(torch.float32))
-        values = values * phase_ramp(frequencies, shifts_a.to(torch.float32)).conj()
-        if ctf is None:
-            ctf_values = plane.half.expand(len(images), -1)
-        else:
-            ctf_values = ctf.evaluate(frequencies) * plane.half
+        model = ImagingModel(plane, pixel_size_a)
+        values = model.unshift(plane.spectra(images.to(torch.float32)), shifts_a.to(torch.float32))
+        ctf_values = model.transfer_values(transfer) * plane.half
         values = values * ctf_values
         squares = ctf_values * ctf_values.div(plane.half)  # C^2, still at half weight on kx = 0
         coords = torch.matmul(plane.coords, rotations.to(torch.float32))
@@ -233,15 +230,6 @@ class Reconstruction:
     n_particles: int
 
 
-def _fourier_shell_correlation(
-    a: torch.Tensor, b: torch.Tensor, shells: torch.Tensor, n_shells: int
-) -> torch.Tensor:
-    cross = shell_mean((a * b.conj()).real, shells, n_shells)
-    power_a = shell_mean(a.abs() ** 2, shells, n_shells)
-    power_b = shell_mean(b.abs() ** 2, shells, n_shells)
-    return cross / torch.sqrt(power_a * power_b).clamp(min=1e-30)
-
-
 def _to_real_space(spectrum: torch.Tensor) -> torch.Tensor:
     """Centred ``(L, L, L)`` transform -> real ``(L, L, L)`` float32 map, divided by the
     real-space attenuation of the trilinear spreading (``sinc^2``, :func:`gridding_correction`;
@@ -260,7 +248,7 @@ def wiener_maps(
     n_shells = box_size // 2 + 1
     sums = [(acc.numerator, acc.weights) for acc in (half_a, half_b)]
     plain = [numerator / (weights + _EPSILON) for numerator, weights in sums]
-    fsc = _fourier_shell_correlation(plain[0], plain[1], shells, n_shells)
+    fsc = shell_correlation(plain[0], plain[1], shells, n_shells)
     del plain
     ssnr_half = fsc.clamp(_FSC_FLOOR, _FSC_CEIL) / (1 - fsc.clamp(_FSC_FLOOR, _FSC_CEIL))
     outside = shells >= n_shells
@@ -311,14 +299,11 @@ def reconstruct_known_poses(
         for start in range(0, len(members), batch_size):
             rows = members[start : start + batch_size]
             images = torch.from_numpy(particles.load_images(rows)).to(device) * sign
-            ctf = None
-            if particles.ctf is not None:
-                ctf = CTFBatch.from_params(particles.ctf, rows, device)
             accumulator.add(
                 images,
                 torch.from_numpy(rotations[rows]).to(device),
                 torch.from_numpy(shifts[rows]).to(device),
-                ctf,
+                particles.transfer_function(rows, device),
                 pixel_size_a,
             )
             bar.update(len(rows))

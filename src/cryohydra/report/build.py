@@ -19,10 +19,7 @@ from __future__ import annotations
 
 import base64
 import html
-import json
 import logging
-from dataclasses import dataclass, field
-from functools import cached_property
 from pathlib import Path
 
 import numpy as np
@@ -30,133 +27,54 @@ import torch
 
 from cryohydra.geometry.rotations import viewing_direction
 from cryohydra.io.mrc import read_map
-from cryohydra.io.read import read_particles
+from cryohydra.io.run_folder import (
+    CHECKPOINT_FILE,
+    MAP_FILE,
+    MODEL_VOLUME_FILE,
+    REPORT_FILE,
+    RunFolder,
+)
 from cryohydra.metrics.fsc import FSCCurve, plot_fsc
 from cryohydra.metrics.pose_error import pose_errors
-from cryohydra.reconstruct.history import read_history
-from cryohydra.reconstruct.job import RUN_FILE
+from cryohydra.models.volume import HartleyVolume
 from cryohydra.report import figures
 
-__all__ = ["REPORT_FILE", "RunFolder", "write_report"]
+__all__ = ["write_report"]
 
 log = logging.getLogger(__name__)
-REPORT_FILE = "report.html"
 
 
-@dataclass
-class RunFolder:
-    """What a run folder holds, read once: its description, the per-epoch logs of its runs
-    (one, or ``half_a`` and ``half_b``), the map, the curves and the poses."""
-
-    outdir: Path
-    description: dict
-    logs: dict[str, list[dict]] = field(default_factory=dict)
-
-    @staticmethod
-    def read(outdir: str | Path) -> RunFolder:
-        outdir = Path(outdir)
-        marker = outdir / RUN_FILE
-        if not marker.exists():
-            raise FileNotFoundError(f"{outdir}: not a cryohydra run (no {RUN_FILE})")
-        folder = RunFolder(outdir, json.loads(marker.read_text()))
-        for name in folder.run_names:
-            path = folder.run_dir(name) / "log.jsonl"
-            lines = path.read_text().splitlines() if path.exists() else []
-            folder.logs[name] = [json.loads(line) for line in lines if line.strip()]
-        return folder
-
-    @property
-    def run_names(self) -> list[str]:
-        return ["half_a", "half_b"] if self.description.get("half_sets") else ["run"]
-
-    def run_dir(self, name: str) -> Path:
-        return self.outdir if name == "run" else self.outdir / name
-
-    @property
-    def config(self) -> dict:
-        return self.description.get("config", {})
-
-    @cached_property
-    def summary(self) -> dict | None:
-        path = self.outdir / "summary.json"
-        return json.loads(path.read_text()) if path.exists() else None
-
-    @property
-    def finished(self) -> bool:
-        return self.summary is not None
-
-    def map_and_pixel(self) -> tuple[np.ndarray, float, str] | None:
-        """The final map, else the latest model volume (a checkpoint's, during a run)."""
-        final = self.outdir / "map.mrc"
-        if final.exists():
-            volume, voxel = read_map(final)
-            return np.asarray(volume), float(voxel), "final map (backprojection)"
-        first = self.run_dir(self.run_names[0])
-        model = first / "model_volume.mrc"
-        if model.exists():
-            volume, voxel = read_map(model)
-            return np.asarray(volume), float(voxel), "model volume"
-        checkpoint = first / "checkpoint.pt"
-        pixel = self.working_pixel_size_a()
-        if checkpoint.exists() and pixel is not None:
-            from cryohydra.reconstruct.volume import HartleyVolume
-
-            state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-            box = state["volume"]["mantissa"].shape[-1]
-            volume = HartleyVolume(box)
-            volume.load_state_dict(state["volume"])
-            epoch = state["epoch"]
-            return volume.to_map().numpy(), pixel, f"model volume after epoch {epoch}"
+def _read_input(folder: RunFolder):
+    """The input's metadata (None if it can no longer be read: the report goes on)."""
+    try:
+        return folder.read_input()
+    except Exception as error:  # noqa: BLE001 - the report goes on without the input
+        log.warning("report: cannot read the input %s: %s", folder.description.get("input"), error)
         return None
 
-    @cached_property
-    def particles(self):
-        """The input's metadata (None if it can no longer be read)."""
-        try:
-            return read_particles(self.description["input"])
-        except Exception as error:  # noqa: BLE001 - the report goes on without the input
-            log.warning(
-                "report: cannot read the input %s: %s", self.description.get("input"), error
-            )
-            return None
 
-    def working_pixel_size_a(self) -> float | None:
-        particles = self.particles
-        if particles is None or particles.box_size is None:
-            return None
-        box = self.config.get("working_box") or particles.box_size
-        return float(particles.pixel_size_a[0]) * particles.box_size / box
+def _map_and_pixel(folder: RunFolder, particles) -> tuple[np.ndarray, float, str] | None:
+    """The final map, else the latest model volume (a checkpoint's, during a run)."""
+    final = folder.outdir / MAP_FILE
+    if final.exists():
+        volume, voxel = read_map(final)
+        return np.asarray(volume), float(voxel), "final map (backprojection)"
+    model = folder.first_run_dir / MODEL_VOLUME_FILE
+    if model.exists():
+        volume, voxel = read_map(model)
+        return np.asarray(volume), float(voxel), "model volume"
+    checkpoint = folder.first_run_dir / CHECKPOINT_FILE
+    pixel = folder.working_pixel_size_a(particles)
+    if checkpoint.exists() and pixel is not None:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+        volume = HartleyVolume.from_state_dict(state["volume"])
+        epoch = state["epoch"]
+        return volume.to_map().numpy(), pixel, f"model volume after epoch {epoch}"
+    return None
 
-    def current_poses(self) -> tuple[np.ndarray, np.ndarray, str] | None:
-        """Estimated rotations and shifts: the output STAR when written, else the latest
-        epoch's poses of the first run."""
-        star = self.outdir / "particles.star"
-        if star.exists():
-            estimated = read_particles(star)
-            if estimated.has_poses:
-                rotations, shifts = estimated.require_poses()
-                return rotations, shifts, "final poses"
-        history = read_history(self.run_dir(self.run_names[0]))
-        if history:
-            last = history[-1]
-            return last.rotations, last.shifts_a, f"poses after epoch {last.epoch}"
-        return None
 
-    def curves(self) -> dict[str, FSCCurve]:
-        out = {}
-        for name, label in (
-            ("fsc.json", "half-maps (masked)"),
-            ("fsc_vs_reference.json", "map vs reference"),
-        ):
-            path = self.outdir / name
-            if path.exists():
-                data = json.loads(path.read_text())
-                out[label] = FSCCurve(
-                    np.asarray(data["frequencies_per_a"]),
-                    np.asarray(data["values"]),
-                    float(data["pixel_size_a"]),
-                )
-        return out
+def _curves(folder: RunFolder) -> dict[str, FSCCurve]:
+    return {label: FSCCurve.from_dict(data) for label, data in folder.fsc_records().items()}
 
 
 def _symmetry(description: dict):
@@ -164,8 +82,7 @@ def _symmetry(description: dict):
     return np.asarray(value) if isinstance(value, list) else value
 
 
-def _final_errors(folder: RunFolder, poses) -> np.ndarray | None:
-    particles = folder.particles
+def _final_errors(folder: RunFolder, particles, poses) -> np.ndarray | None:
     if poses is None or particles is None or not particles.has_poses:
         return None
     rotations = poses[0]
@@ -180,12 +97,13 @@ def _figures(folder: RunFolder) -> list[tuple[str, Path, str]]:
     """Make the report's PNGs; returns ``(title, path, caption)`` for each one made."""
     out: list[tuple[str, Path, str]] = []
     outdir = folder.outdir
-    found = folder.map_and_pixel()
+    particles = _read_input(folder)
+    found = _map_and_pixel(folder, particles)
     if found is not None:
         volume, pixel, label = found
         path = figures.plot_map_views(volume, pixel, outdir / "report_map.png")
         out.append(("Map", path, f"{label}, {volume.shape[0]} px at {pixel:.3g} Å/px"))
-    curves = folder.curves()
+    curves = _curves(folder)
     if curves:
         path = outdir / "report_fsc.png"
         plot_fsc(curves, path, title="Fourier shell correlation")
@@ -199,14 +117,14 @@ def _figures(folder: RunFolder) -> list[tuple[str, Path, str]]:
     if runs:
         path = figures.plot_training(runs, outdir / "report_training.png")
         out.append(("Training", path, "loss and resolution against epoch and wall time"))
-    poses = folder.current_poses()
+    poses = folder.latest_poses()
     if poses is not None:
         directions = viewing_direction(torch.from_numpy(poses[0])).numpy()
         path = figures.plot_viewing_directions(directions, outdir / "report_directions.png")
         out.append(("Viewing directions", path, poses[2]))
     if figures.plot_head_usage(runs, outdir / "report_heads.png"):
         out.append(("Encoder heads", outdir / "report_heads.png", "winner-takes-all"))
-    final = _final_errors(folder, poses)
+    final = _final_errors(folder, particles, poses)
     if figures.plot_pose_errors(runs, final, outdir / "report_pose_error.png"):
         out.append(
             (

@@ -1,0 +1,28 @@
+"""Settings of ``cryohydra backproject`` (saved in ``OUTDIR/backproject.json``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["BackprojectConfig"]
+
+
+@dataclass(frozen=True)
+class BackprojectConfig:
+    """Known-pose reconstruction of a particle set.
+
+    Attributes:
+        half_maps: also write the half-maps and their gold-standard FSC.
+        seed: seeds the random half-set split.
+        batch_size: images read and inserted at a time.
+        invert_contrast: the stack has dark particles.
+    """
+
+    half_maps: bool = False
+    seed: int = 0
+    batch_size: int = 256
+    invert_contrast: bool = False
+
+    def __post_init__(self) -> None:
+        if self.batch_size < 1:
+            raise ValueError(f"batch size must be positive, got {self.batch_size}")
