@@ -13,96 +13,105 @@ from __future__ import annotations
 import argparse
 import math
 
+from cryohydra.cli.common import config_from_args
 from cryohydra.simulate import ORIENTATIONS, SimulationConfig, simulate
+
+
+def _snr(value: str) -> float:
+    """An SNR; 0 or below is not one (NaN, which the configuration rejects)."""
+    number = float(value)
+    return number if number > 0 else math.nan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     defaults = SimulationConfig(structure="")
-    parser.add_argument("structure", help="atomic model (.pdb, .cif, .gz) or map (.mrc)")
-    parser.add_argument("-o", "--outdir", required=True, help="output folder")
-    parser.add_argument("--box", type=int, default=defaults.box_size, help="box size (px, even)")
-    parser.add_argument(
+    data = parser.add_argument_group("structure and output")
+    data.add_argument("structure", help="atomic model (.pdb, .cif, .gz) or map (.mrc)")
+    data.add_argument("-o", "--outdir", required=True, help="output folder")
+    data.add_argument(
+        "--box", dest="box_size", type=int, default=defaults.box_size, help="box size (px, even)"
+    )
+    data.add_argument(
         "--pixel-size",
+        dest="pixel_size_a",
         type=float,
         default=None,
         help="Å/px (needed for a model; for a map, defaults to its voxel size)",
     )
-    parser.add_argument("-n", "--n-particles", type=int, default=defaults.n_particles)
-    parser.add_argument(
+    data.add_argument(
+        "--bfactor", dest="bfactor_a2", type=float, default=0.0, help="B-factor of the map, Å^2"
+    )
+    particles = parser.add_argument_group("particles")
+    particles.add_argument("-n", "--n-particles", type=int, default=defaults.n_particles)
+    particles.add_argument(
         "--snr",
-        type=float,
+        type=_snr,
         default=defaults.snr,
         help="var(clean) / var(noise) over the box, dataset mean; 'inf' for no noise "
         f"(default {defaults.snr})",
     )
-    parser.add_argument("--orientations", choices=ORIENTATIONS, default=defaults.orientations)
-    parser.add_argument(
+    particles.add_argument("--orientations", choices=ORIENTATIONS, default=defaults.orientations)
+    particles.add_argument(
         "--n-views", type=int, default=defaults.n_views, help="preferred: number of views"
     )
-    parser.add_argument(
+    particles.add_argument(
         "--view-kappa",
         type=float,
         default=defaults.view_kappa,
         help="preferred: von Mises-Fisher concentration (lobe width about 1/sqrt(kappa) rad)",
     )
-    parser.add_argument(
-        "--shift-std", type=float, default=0.0, help="std of the Gaussian shifts, Å"
+    particles.add_argument(
+        "--shift-std",
+        dest="shift_std_a",
+        type=float,
+        default=0.0,
+        help="std of the Gaussian shifts, Å",
     )
-    ctf = parser.add_argument_group("CTF")
-    ctf.add_argument("--no-ctf", action="store_true", help="images without CTF")
-    ctf.add_argument(
-        "--ctf-table",
-        default=None,
-        help="draw CTF rows from a .npy table (columns: box, pixel, dfU, dfV, angle deg, kV, "
-        "Cs mm, amplitude contrast, phase shift deg), e.g. EMPIAR-10028's",
-    )
-    ctf.add_argument("--defocus-min", type=float, default=defaults.defocus_min_a, help="Å")
-    ctf.add_argument("--defocus-max", type=float, default=defaults.defocus_max_a, help="Å")
-    ctf.add_argument(
-        "--astigmatism", type=float, default=defaults.astigmatism_a, help="max dfU - dfV, Å"
-    )
-    ctf.add_argument("--voltage", type=float, default=defaults.voltage_kv, help="kV")
-    ctf.add_argument("--cs", type=float, default=defaults.cs_mm, help="mm")
-    ctf.add_argument("--amplitude-contrast", type=float, default=defaults.amplitude_contrast)
-    parser.add_argument("--bfactor", type=float, default=0.0, help="B-factor of the map, Å^2")
-    parser.add_argument(
+    particles.add_argument(
         "--contrast-sign",
         type=int,
         choices=(1, -1),
         default=1,
         help="+1: bright particles (RELION convention); -1: dark particles, as raw data",
     )
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--chunk-size", type=int, default=defaults.chunk_size)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
-    parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    particles.add_argument("--seed", type=int, default=0)
+    ctf = parser.add_argument_group("CTF")
+    ctf.add_argument("--no-ctf", dest="ctf", action="store_false", help="images without CTF")
+    ctf.add_argument(
+        "--ctf-table",
+        default=None,
+        help="draw CTF rows from a .npy table (columns: box, pixel, dfU, dfV, angle deg, kV, "
+        "Cs mm, amplitude contrast, phase shift deg), e.g. EMPIAR-10028's",
+    )
+    for bound in ("min", "max"):
+        ctf.add_argument(
+            f"--defocus-{bound}",
+            dest=f"defocus_{bound}_a",
+            type=float,
+            default=getattr(defaults, f"defocus_{bound}_a"),
+            help="Å",
+        )
+    ctf.add_argument(
+        "--astigmatism",
+        dest="astigmatism_a",
+        type=float,
+        default=defaults.astigmatism_a,
+        help="max dfU - dfV, Å",
+    )
+    ctf.add_argument(
+        "--voltage", dest="voltage_kv", type=float, default=defaults.voltage_kv, help="kV"
+    )
+    ctf.add_argument("--cs", dest="cs_mm", type=float, default=defaults.cs_mm, help="mm")
+    ctf.add_argument("--amplitude-contrast", type=float, default=defaults.amplitude_contrast)
+    running = parser.add_argument_group("running")
+    running.add_argument("--chunk-size", type=int, default=defaults.chunk_size)
+    running.add_argument("--device", default="cpu", help="cpu or cuda")
+    running.add_argument("--force", action="store_true", help="overwrite existing outputs")
+    running.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def run(args: argparse.Namespace) -> int:
-    config = SimulationConfig(
-        structure=args.structure,
-        box_size=args.box,
-        pixel_size_a=args.pixel_size,
-        n_particles=args.n_particles,
-        snr=args.snr if args.snr > 0 else math.nan,
-        orientations=args.orientations,
-        n_views=args.n_views,
-        view_kappa=args.view_kappa,
-        shift_std_a=args.shift_std,
-        ctf=not args.no_ctf,
-        ctf_table=args.ctf_table,
-        defocus_min_a=args.defocus_min,
-        defocus_max_a=args.defocus_max,
-        astigmatism_a=args.astigmatism,
-        voltage_kv=args.voltage,
-        cs_mm=args.cs,
-        amplitude_contrast=args.amplitude_contrast,
-        bfactor_a2=args.bfactor,
-        contrast_sign=args.contrast_sign,
-        seed=args.seed,
-        chunk_size=args.chunk_size,
-    )
+    config = config_from_args(SimulationConfig, args)
     summary = simulate(
         config, args.outdir, force=args.force, device=args.device, progress=not args.quiet
     )
