@@ -7,7 +7,6 @@ import pytest
 import torch
 
 from cryohydra.cli.main import main as cli
-from cryohydra.data import default_structure
 from cryohydra.geometry.rotations import exp_map
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.inference.train import AMORTIZED, AUTO_DECODING, AbInitio
@@ -17,25 +16,14 @@ from cryohydra.io.star import read_star
 from cryohydra.jobs.abinitio import JobOptions, run_job
 from cryohydra.metrics.pose_error import pose_errors
 from cryohydra.models.pose_table import PoseTable
-from cryohydra.simulate import SimulationConfig, simulate
 
 N = 256
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("abinitio")
-    config = SimulationConfig(
-        structure=str(default_structure()),
-        box_size=32,
-        pixel_size_a=7.0,
-        n_particles=N,
-        snr=10.0,
-        shift_std_a=3.0,
-        seed=4,
-    )
-    simulate(config, folder, progress=False)
-    return folder
+def dataset(simulated_set):
+    # the session's factory: made once, shared with the other tests that ask the same
+    return simulated_set(shift_std_a=3.0)
 
 
 def _small(**overrides) -> ReconstructConfig:

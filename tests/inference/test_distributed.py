@@ -11,12 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from cryohydra.data import default_structure
 from cryohydra.inference.distributed import Context, shard_batches, shard_rows
 from cryohydra.inference.train import AbInitio
 from cryohydra.io.star import read_star
 from cryohydra.metrics.pose_error import pose_errors
-from cryohydra.simulate import SimulationConfig, simulate
 
 sys.path.insert(0, str(Path(__file__).parent))
 from distributed_worker import CONFIG, start_auto_decoding  # noqa: E402
@@ -26,19 +24,9 @@ WORKER = Path(__file__).parent / "distributed_worker.py"
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("distributed")
-    config = SimulationConfig(
-        structure=str(default_structure()),
-        box_size=32,
-        pixel_size_a=7.0,
-        n_particles=N,
-        snr=10.0,
-        shift_std_a=3.0,
-        seed=4,
-    )
-    simulate(config, folder, progress=False)
-    return folder
+def dataset(simulated_set):
+    # the session's factory: made once, shared with the other tests that ask the same
+    return simulated_set(shift_std_a=3.0)
 
 
 def _torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -2,11 +2,9 @@
 
 import pytest
 
-from cryohydra.data import default_structure
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.io.star import read_star
 from cryohydra.jobs.abinitio import JobOptions, run_job
-from cryohydra.simulate import SimulationConfig, simulate
 
 N = 160
 CONFIG = ReconstructConfig(epochs=3, switch=1, n_heads=2, batch_size=32, seed=0)
@@ -18,19 +16,9 @@ def tiny_config() -> ReconstructConfig:
 
 
 @pytest.fixture(scope="session")
-def dataset(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("report_data")
-    config = SimulationConfig(
-        structure=str(default_structure()),
-        box_size=32,
-        pixel_size_a=7.0,
-        n_particles=N,
-        snr=10.0,
-        shift_std_a=2.0,
-        seed=1,
-    )
-    simulate(config, folder, progress=False)
-    return folder
+def dataset(simulated_set):
+    # the session's factory: made once, shared with the other tests that ask the same
+    return simulated_set(n_particles=N, shift_std_a=2.0, seed=1)
 
 
 @pytest.fixture(scope="session")
