@@ -18,9 +18,12 @@ def test_demo_runs_end_to_end_and_keeps_foreign_folders(tmp_path, capsys):
     report = json.loads((outdir / "report.json").read_text())
     assert report["reached_known_pose_map"] is False
     assert isinstance(report["warnings"], list)
-    for key in ("resolution_vs_truth_a_05", "known_pose_resolution_vs_truth_a_05"):
-        assert report[key] >= report["nyquist_a"] - 1e-6
-    assert 0 <= report["median_rotation_error_deg"] <= 180
+    # Measured: the map from the true poses of these 160 particles reaches 9.20 Å against the
+    # truth (Nyquist 7 Å); the 2-epoch ab initio 41.8 Å, median error 98 degrees. The verdict
+    # follows the numbers.
+    known = report["known_pose_resolution_vs_truth_a_05"]
+    assert report["nyquist_a"] <= known < 10.5
+    assert report["resolution_vs_truth_a_05"] > 1.10 * known
     assert len(report["starts"]["starts"]) == 2 and "starts: losses" in printed
     recon = outdir / "reconstruction"
     for name in (
