@@ -120,8 +120,11 @@ def test_symmetry_check_never_worsens_a_particle_and_is_logged(dataset):
     assert "symmetry_check" not in records[0]  # amortized
     assert "symmetry_check" not in records[1]  # first auto-decoding epoch: still marching...
     checked = records[2]["symmetry_check"]  # ...done: checked at the final resolution
-    assert 0.0 <= checked["moved_to_mate"] <= 1.0
-    assert checked["self_alignment"]["angle_deg"] > 30.0
+    # Measured: the map's self-superposition is 6UO9's pseudo-two-fold (179.93 degrees,
+    # correlation 0.79), and it moved none of the particles (0.0).
+    assert checked["self_alignment"]["angle_deg"] > 175.0
+    assert checked["self_alignment"]["correlation"] > 0.6
+    assert checked["moved_to_mate"] < 0.05
 
     def errors():
         grid = run.loss_grid(3)
