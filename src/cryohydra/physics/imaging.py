@@ -158,10 +158,6 @@ class ImagingModel:
         self.pixel_size_a = pixel_size_a
         self.frequencies_a = points.frequencies_a(pixel_size_a)  # (P, 2) 1/Å
 
-    @property
-    def grid(self) -> FrequencyPoints:
-        return self.points
-
     def transfer_values(self, transfer: TransferFunction) -> torch.Tensor:
         """``(B, P)`` values of the batch's transfer function at the points."""
         return transfer(self.frequencies_a)
