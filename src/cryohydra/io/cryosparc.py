@@ -28,6 +28,7 @@ from cryohydra.io.paths import (
     check_finite,
     relative_image_paths,
     resolve_image_paths,
+    stack_search_dirs,
 )
 
 __all__ = ["read_cs", "write_cs"]
@@ -135,9 +136,11 @@ def _optics_groups(data: np.ndarray) -> np.ndarray | None:
 def read_cs(path: str | Path, datadir: str | Path | None = None) -> ParticleSet:
     """Read a cryoSPARC ``.cs`` particle file.
 
-    Stacks are looked for next to the .cs file, then (if given) in ``datadir`` under their
-    full relative name and under their base name. Returns a :class:`ParticleSet` in the
-    project conventions (Å, radians, RELION matrices ``(N, 3, 3)``, shifts ``(N, 2)`` Å).
+    Stacks are looked for relative to the working folder (a cryoSPARC project's root), then
+    to the .cs file's folder; with ``datadir``, there first, under their full relative name
+    and under their base name (:func:`cryohydra.io.paths.resolve_stack_path`). Returns a
+    :class:`ParticleSet` in the project conventions (Å, radians, RELION matrices
+    ``(N, 3, 3)``, shifts ``(N, 2)`` Å).
     Raises :class:`InputFileError` naming the file for anything it cannot use.
     """
     path = Path(path)
@@ -147,9 +150,11 @@ def read_cs(path: str | Path, datadir: str | Path | None = None) -> ParticleSet:
         raise InputFileError(path, f"blob/psize_A must be > 0, found {pixel.min()} Å")
     indices = np.asarray(data["blob/idx"], dtype=np.int64)
     rotations, shifts = _poses(data, path, pixel)
+    bases = [Path.cwd(), path.parent]  # a cryoSPARC project's root first, then the file's folder
     return ParticleSet(
         source=path,
-        image_paths=resolve_image_paths(_stack_names(data), [path.parent], datadir),
+        image_paths=resolve_image_paths(_stack_names(data), bases, datadir, path),
+        search_dirs=stack_search_dirs(bases, datadir),
         image_indices=indices,
         pixel_size_a=pixel,
         box_size=_box_size(data, path),

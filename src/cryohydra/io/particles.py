@@ -66,6 +66,12 @@ class ParticleSet:
         rotations: ``(N, 3, 3)`` float64 ``R`` (molecule -> microscope), or None.
         shifts_a: ``(N, 2)`` float64 ``t = (x, y)`` in Å, or None.
         optics_group: ``(N,)`` int64, RELION optics group (1-based), 1 when absent.
+        search_dirs: the folders searched for the stacks (named when one is missing).
+        image_names: ``(N,)`` str, each stack's name as the metadata file wrote it, or None.
+        extra_columns: per-particle columns of the input that nothing here interprets
+            (``rlnMicrographName``, ``rlnCoordinateX``, ``rlnRandomSubset``...), ``(N,)`` each,
+            carried into the STAR files written from this set.
+        extra_optics_columns: the same for the input's optics-group columns, per particle.
     """
 
     source: Path
@@ -77,6 +83,10 @@ class ParticleSet:
     rotations: np.ndarray | None = None
     shifts_a: np.ndarray | None = None
     optics_group: np.ndarray | None = None
+    search_dirs: tuple[str, ...] = ()
+    image_names: np.ndarray | None = None
+    extra_columns: dict[str, np.ndarray] = field(default_factory=dict)
+    extra_optics_columns: dict[str, np.ndarray] = field(default_factory=dict)
     _stacks: dict = field(default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -148,6 +158,9 @@ class ParticleSet:
             rotations=pick(self.rotations),
             shifts_a=pick(self.shifts_a),
             optics_group=pick(self.optics_group),
+            image_names=pick(self.image_names),
+            extra_columns={k: v[indices] for k, v in self.extra_columns.items()},
+            extra_optics_columns={k: v[indices] for k, v in self.extra_optics_columns.items()},
             _stacks={},
         )
 
@@ -160,10 +173,13 @@ class ParticleSet:
         if stack is None:
             if not Path(path).exists():
                 n_refs = int(np.sum(self.image_paths == path))
+                looked = (
+                    f" (looked in {', '.join(self.search_dirs)})" if self.search_dirs else ""
+                )
                 raise InputFileError(
                     self.source,
-                    f"image stack {path!r} (referenced by {n_refs} particles) does not exist; "
-                    "give the folder that holds the stacks with --datadir",
+                    f"image stack {path!r} (referenced by {n_refs} particles) does not "
+                    f"exist{looked}; give the folder that holds the stacks with --datadir",
                 )
             stack = open_stack(path)
             self._stacks[path] = stack

@@ -23,6 +23,7 @@ from cryohydra.io.errors import InputFileError, check_writable
 __all__ = [
     "resolve_stack_path",
     "resolve_image_paths",
+    "stack_search_dirs",
     "relative_image_paths",
     "first_stack_header",
     "check_finite",
@@ -34,26 +35,56 @@ _UMASK = os.umask(0)
 os.umask(_UMASK)
 
 
-def resolve_stack_path(name: str, base_dirs: Sequence[Path], datadir: Path | None = None) -> str:
+def resolve_stack_path(
+    name: str,
+    base_dirs: Sequence[Path],
+    datadir: Path | None = None,
+    source: str | Path | None = None,
+) -> str:
     """Where the stack ``name`` (as written in a metadata file) is on disk, as an absolute path.
 
-    Candidates, in order: ``base_dir / name`` for each base folder (the metadata file's folder
-    first), then ``datadir / name`` and ``datadir / basename(name)``. The first that exists is
-    returned; if none does, ``(datadir or base_dirs[0]) / name`` is returned, so the error about
-    the missing stack is raised when images are read (naming the metadata file). An absolute
+    As RELION does, a relative name is looked for under each folder of ``base_dirs`` in turn
+    (the readers pass the working folder, which is a RELION project's root, then the metadata
+    file's folder); with ``datadir``, under ``datadir / name`` and ``datadir / basename(name)``
+    first. If two base folders hold different files of that name, which one is meant is
+    ambiguous: :class:`InputFileError` naming ``source`` and both (``--datadir`` chooses). If
+    none exists, the name under the last base folder (the metadata file's) is returned, so
+    the error about the missing stack is raised when images are read (naming the metadata
+    file and the folders searched). An absolute
     ``name`` is tried as is, then under ``datadir`` by its basename.
     """
-    candidates = [Path(base) / name for base in base_dirs]
     if datadir is not None:
-        candidates += [Path(datadir) / name, Path(datadir) / Path(name).name]
-    for candidate in candidates:
-        if candidate.is_file():
-            return os.path.abspath(candidate)
-    return os.path.abspath(Path(datadir if datadir is not None else base_dirs[0]) / name)
+        for candidate in (Path(datadir) / name, Path(datadir) / Path(name).name):
+            if candidate.is_file():
+                return os.path.abspath(candidate)
+    found = [Path(base) / name for base in base_dirs if (Path(base) / name).is_file()]
+    distinct: list[Path] = []
+    for candidate in found:
+        if not any(os.path.samefile(candidate, other) for other in distinct):
+            distinct.append(candidate)
+    if len(distinct) > 1:
+        listed = " and ".join(os.path.abspath(c) for c in distinct)
+        raise InputFileError(
+            source if source is not None else name,
+            f"image stack {name!r} exists as two different files, {listed}; give the folder "
+            "that holds the stacks with --datadir",
+        )
+    if distinct:
+        return os.path.abspath(distinct[0])
+    return os.path.abspath(Path(datadir if datadir is not None else base_dirs[-1]) / name)
+
+
+def stack_search_dirs(base_dirs: Sequence[Path], datadir: str | Path | None) -> tuple[str, ...]:
+    """The folders :func:`resolve_stack_path` searches, as absolute paths (for messages)."""
+    dirs = [] if datadir is None else [os.path.abspath(datadir)]
+    return tuple(dict.fromkeys(dirs + [os.path.abspath(base) for base in base_dirs]))
 
 
 def resolve_image_paths(
-    names: Iterable[str], base_dirs: Sequence[Path], datadir: str | Path | None = None
+    names: Iterable[str],
+    base_dirs: Sequence[Path],
+    datadir: str | Path | None = None,
+    source: str | Path | None = None,
 ) -> np.ndarray:
     """:func:`resolve_stack_path` for each name, ``(N,)`` object array of str.
 
@@ -63,7 +94,7 @@ def resolve_image_paths(
     datadir = None if datadir is None else Path(datadir)
     unique, inverse = np.unique(names.astype(str), return_inverse=True)
     resolved = np.array(
-        [resolve_stack_path(name, base_dirs, datadir) for name in unique], dtype=object
+        [resolve_stack_path(name, base_dirs, datadir, source) for name in unique], dtype=object
     )
     return resolved[inverse.reshape(-1)] if len(names) else np.empty(0, dtype=object)
 

@@ -19,6 +19,7 @@ Layouts read:
 from __future__ import annotations
 
 import functools
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,6 +38,7 @@ from cryohydra.io.paths import (
     first_stack_header,
     relative_image_paths,
     resolve_image_paths,
+    stack_search_dirs,
 )
 
 __all__ = ["read_star", "write_star"]
@@ -47,6 +49,28 @@ _ANGLES = ("rlnAngleRot", "rlnAngleTilt", "rlnAnglePsi")
 # Written with this format so that a read -> write -> read round trip loses nothing that
 # matters (a rotation matrix changes by < 1e-9, a defocus by < 1e-6 Å).
 _FLOAT_FORMAT = "%.12g"
+# Columns read into the ParticleSet's own fields (or rewritten from them); any other column of
+# the input is carried through unchanged into the STAR files written from the set.
+_INTERPRETED = {
+    "rlnImageName",
+    "rlnOpticsGroup",
+    *_DEFOCUS,
+    "rlnPhaseShift",
+    "rlnCtfBfactor",
+    *_ANGLES,
+    "rlnOriginX",
+    "rlnOriginY",
+    "rlnOriginXAngst",
+    "rlnOriginYAngst",
+    "rlnVoltage",
+    "rlnSphericalAberration",
+    "rlnAmplitudeContrast",
+    "rlnImagePixelSize",
+    "rlnImageSize",
+    "rlnImageDimensionality",
+    "rlnDetectorPixelSize",
+    "rlnMagnification",
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -164,6 +188,18 @@ def _parse_image_names(cols: _Columns) -> tuple[np.ndarray, np.ndarray]:
             f"rlnImageName {names.iloc[row]!r} in row {row + 1} is not of the form "
             "'000001@stack.mrcs' (1-based image number, then the stack)",
         )
+    # A name without '@' is a file of one image: several rows naming one such file would all
+    # read its first image.
+    bare = stacks[~has_at]
+    repeated = bare[bare.duplicated(keep=False)]
+    if len(repeated):
+        rows = np.nonzero((~has_at & stacks.isin([repeated.iloc[0]])).to_numpy())[0][:2] + 1
+        raise InputFileError(
+            cols.source,
+            f"rlnImageName {repeated.iloc[0]!r} in rows {rows[0]} and {rows[1]} has no image "
+            "number: each row would read the same first image; write '000001@stack.mrcs', "
+            "'000002@stack.mrcs', ...",
+        )
     return stacks.to_numpy(dtype=object), numbers.astype(np.int64) - 1
 
 
@@ -221,11 +257,23 @@ def _ctf(cols: _Columns) -> CTFParams | None:
     def optional(name: str) -> np.ndarray:
         return cols.numeric(name) if cols.has(name) else np.zeros(len(cols))
 
+    voltage = cols.numeric("rlnVoltage")
+    if np.any(voltage <= 0):
+        row = int(np.argmax(voltage <= 0))
+        raise InputFileError(
+            cols.source, f"rlnVoltage must be > 0 kV, found {voltage[row]:g} in row {row + 1}"
+        )
+    if np.any((amplitude < 0) | (amplitude >= 1)):
+        row = int(np.argmax((amplitude < 0) | (amplitude >= 1)))
+        raise InputFileError(
+            cols.source,
+            f"rlnAmplitudeContrast must be in [0, 1), found {amplitude[row]:g} in row {row + 1}",
+        )
     return CTFParams(
         defocus_u_a=cols.numeric("rlnDefocusU"),
         defocus_v_a=cols.numeric("rlnDefocusV"),
         astigmatism_angle_rad=np.deg2rad(cols.numeric("rlnDefocusAngle")),
-        voltage_kv=cols.numeric("rlnVoltage"),
+        voltage_kv=voltage,
         cs_mm=cols.numeric("rlnSphericalAberration"),
         amplitude_contrast=amplitude,
         phase_shift_rad=np.deg2rad(optional("rlnPhaseShift")),
@@ -258,10 +306,12 @@ def _shifts(cols: _Columns, pixel_size_a: np.ndarray, has_poses: bool) -> np.nda
 def read_star(path: str | Path, datadir: str | Path | None = None) -> ParticleSet:
     """Read a RELION 3.0 / 3.1 / 5 particle STAR file.
 
-    Image stacks are looked for next to the STAR file, then (if given) in ``datadir`` under
-    their full relative name and under their base name; see
-    :func:`cryohydra.io.paths.resolve_stack_path`. A stack found nowhere is reported, naming
-    the STAR file, when images are read.
+    Image stacks are looked for as RELION does, relative to the working folder (a RELION
+    project's root: ``Refine3D/job050/run_data.star`` names ``Extract/job012/...``), then
+    relative to the STAR file's folder; with ``datadir``, there first, under their full relative
+    name and under their base name (:func:`cryohydra.io.paths.resolve_stack_path`). A stack
+    found nowhere is reported, naming the STAR file and the folders searched, when images are
+    read.
 
     Returns a :class:`ParticleSet` in the project conventions: pixel size and shifts in Å,
     angles in radians, rotations ``(N, 3, 3)`` float64. Raises :class:`InputFileError` naming
@@ -269,8 +319,18 @@ def read_star(path: str | Path, datadir: str | Path | None = None) -> ParticleSe
     """
     path = Path(path)
     cols = _columns(path)
+    if cols.has("rlnCtfDataAreCtfPremultiplied") and np.any(
+        cols.numeric("rlnCtfDataAreCtfPremultiplied") != 0
+    ):
+        raise InputFileError(
+            path,
+            "rlnCtfDataAreCtfPremultiplied is 1: the images were multiplied by their CTF "
+            "(RELION's --ctf_premultiplied extraction), which cryohydra's imaging model does "
+            "not describe; re-extract the particles without premultiplication",
+        )
     stack_names, indices = _parse_image_names(cols)
-    image_paths = resolve_image_paths(stack_names, [path.parent], datadir)
+    bases = [Path.cwd(), path.parent]  # a RELION project's root first, as RELION does
+    image_paths = resolve_image_paths(stack_names, bases, datadir, path)
     header = functools.cache(lambda: first_stack_header(image_paths))
     pixel = _pixel_size(cols, header)
     rotations = _rotations(cols)
@@ -284,6 +344,20 @@ def read_star(path: str | Path, datadir: str | Path | None = None) -> ParticleSe
         rotations=rotations,
         shifts_a=_shifts(cols, pixel, rotations is not None),
         optics_group=cols.groups,
+        search_dirs=stack_search_dirs(bases, datadir),
+        image_names=stack_names,
+        extra_columns={
+            name: cols.particles[name].to_numpy()
+            for name in cols.particles.columns
+            if name not in _INTERPRETED
+        },
+        extra_optics_columns={}
+        if cols.optics is None
+        else {
+            name: cols.optics[name].to_numpy()[cols.optics_rows]
+            for name in cols.optics.columns
+            if name not in _INTERPRETED and name not in cols.particles.columns
+        },
     )
 
 
@@ -302,6 +376,7 @@ def _optics_keys(particles: ParticleSet) -> pd.DataFrame:
         keys["rlnVoltage"] = particles.ctf.voltage_kv
         keys["rlnSphericalAberration"] = particles.ctf.cs_mm
         keys["rlnAmplitudeContrast"] = particles.ctf.amplitude_contrast
+    keys.update(particles.extra_optics_columns)
     return pd.DataFrame(keys)
 
 
@@ -321,9 +396,14 @@ def _optics_table(particles: ParticleSet) -> tuple[pd.DataFrame, np.ndarray]:
     optics = pd.DataFrame(
         {
             "rlnOpticsGroup": numbers,
-            "rlnOpticsGroupName": [f"opticsGroup{n}" for n in numbers],
+            "rlnOpticsGroupName": unique["rlnOpticsGroupName"].to_numpy()
+            if "rlnOpticsGroupName" in unique.columns
+            else [f"opticsGroup{n}" for n in numbers],
         }
     )
+    for name in particles.extra_optics_columns:
+        if name != "rlnOpticsGroupName":
+            optics[name] = unique[name].to_numpy()
     for name in ("rlnAmplitudeContrast", "rlnSphericalAberration", "rlnVoltage"):
         if name in unique.columns:
             optics[name] = unique[name].to_numpy()
@@ -334,9 +414,30 @@ def _optics_table(particles: ParticleSet) -> tuple[pd.DataFrame, np.ndarray]:
     return optics, numbers[row.to_numpy(np.int64)]
 
 
-def _particle_table(particles: ParticleSet, out_dir: Path, groups: np.ndarray) -> pd.DataFrame:
-    """The ``particles`` block: image names relative to ``out_dir``, CTF and pose columns."""
+def _stack_names(particles: ParticleSet, out_dir: Path) -> np.ndarray:
+    """Each particle's stack as the written file names it: as the input named it where that
+    name still reaches the same file from the working folder (a RELION project's root, which
+    RELION resolves names against), else relative to ``out_dir``."""
     relative = relative_image_paths(particles.image_paths, out_dir)
+    if particles.image_names is None:
+        return relative
+    names = np.asarray(particles.image_names, dtype=object)
+    keep = np.zeros(len(names), dtype=bool)
+    for name in np.unique(names.astype(str)):
+        rows = names == name
+        on_disk = Path(name)
+        if on_disk.is_absolute() or not on_disk.is_file():
+            continue
+        target = particles.image_paths[rows][0]
+        if Path(target).is_file() and os.path.samefile(on_disk, target):
+            keep |= rows
+    return np.where(keep, names, relative)
+
+
+def _particle_table(particles: ParticleSet, out_dir: Path, groups: np.ndarray) -> pd.DataFrame:
+    """The ``particles`` block: image names (:func:`_stack_names`), CTF and pose columns, and
+    the input's other columns unchanged."""
+    relative = _stack_names(particles, out_dir)
     numbers = pd.Series(particles.image_indices + 1).map("{:06d}".format)
     table = pd.DataFrame({"rlnImageName": numbers + "@" + pd.Series(relative, dtype=str)})
     table["rlnOpticsGroup"] = groups
@@ -354,13 +455,17 @@ def _particle_table(particles: ParticleSet, out_dir: Path, groups: np.ndarray) -
     if particles.shifts_a is not None:
         table["rlnOriginXAngst"] = particles.shifts_a[:, 0]
         table["rlnOriginYAngst"] = particles.shifts_a[:, 1]
+    for name, values in particles.extra_columns.items():
+        if name not in table.columns:
+            table[name] = values
     return table
 
 
 def write_star(path: str | Path, particles: ParticleSet, force: bool = False) -> Path:
     """Write ``particles`` as a RELION 3.1 STAR file (blocks ``optics`` and ``particles``).
 
-    Image names are ``000001@stack`` with the stack path relative to ``path``'s folder;
+    Image names are ``000001@stack``, the stack named as the input named it where that still
+    holds from the working folder, else by its path relative to ``path``'s folder;
     angles are written in degrees, shifts as ``rlnOriginXAngst/YAngst`` in Å. Refuses to
     overwrite an existing file unless ``force``; the file appears complete or not at all.
     """
