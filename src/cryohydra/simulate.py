@@ -40,7 +40,7 @@ from cryohydra.physics.imaging import (
 )
 from cryohydra.physics.projector import SliceGrid
 
-__all__ = ["SimulationConfig", "simulate", "load_structure", "sample_ctf"]
+__all__ = ["SimulationConfig", "simulate", "load_structure", "load_ctf_table", "sample_ctf"]
 
 ORIENTATIONS = ("uniform", "euler", "preferred")
 MODEL_SUFFIXES = (".pdb", ".cif", ".ent", ".mmcif", ".gz")
@@ -96,6 +96,15 @@ class SimulationConfig:
             raise ValueError(f"SNR must be positive (inf for no noise), got {self.snr}")
         if self.n_particles < 1:
             raise ValueError("at least one particle is needed")
+        if self.pixel_size_a is not None and not self.pixel_size_a > 0:
+            raise ValueError(f"pixel size must be > 0 Å, got {self.pixel_size_a}")
+        if self.ctf and self.ctf_table is None and self.defocus_min_a > self.defocus_max_a:
+            raise ValueError(
+                f"the defocus range is empty: minimum {self.defocus_min_a} Å > maximum "
+                f"{self.defocus_max_a} Å"
+            )
+        if self.ctf and self.ctf_table is not None:
+            load_ctf_table(self.ctf_table)
 
 
 def load_structure(
@@ -147,17 +156,31 @@ def sample_orientations(config: SimulationConfig, rng: np.random.Generator) -> n
     return preferred_orientations(config.n_particles, rng, config.n_views, config.view_kappa)
 
 
+def load_ctf_table(path: str | Path) -> np.ndarray:
+    """The CTF table at ``path``: a ``.npy`` array, one row per micrograph, columns
+    ``CTF_TABLE_COLUMNS``; :class:`InputFileError` naming the file for anything else."""
+    expected = f"a .npy table of {len(CTF_TABLE_COLUMNS)} columns ({', '.join(CTF_TABLE_COLUMNS)})"
+    try:
+        table = np.load(path, allow_pickle=False)
+    except (ValueError, OSError) as err:
+        raise InputFileError(path, f"is not {expected} ({err})") from None
+    if (
+        not isinstance(table, np.ndarray)
+        or table.ndim != 2
+        or table.shape[1] != len(CTF_TABLE_COLUMNS)
+    ):
+        shape = getattr(table, "shape", "an archive")
+        raise InputFileError(path, f"expected {expected}, found shape {shape}")
+    if len(table) == 0 or not np.all(np.isfinite(table)) or np.any(table[:, 5] <= 0):
+        raise InputFileError(path, "needs at least one row, finite values and voltages > 0 kV")
+    return table
+
+
 def sample_ctf(config: SimulationConfig, rng: np.random.Generator) -> CTFParams:
     """Per-particle CTF: rows of a real table (``config.ctf_table``) or drawn from ranges."""
     n = config.n_particles
     if config.ctf_table:
-        table = np.load(config.ctf_table)
-        if table.ndim != 2 or table.shape[1] != len(CTF_TABLE_COLUMNS):
-            raise InputFileError(
-                config.ctf_table,
-                f"expected a table of {len(CTF_TABLE_COLUMNS)} columns "
-                f"({', '.join(CTF_TABLE_COLUMNS)}), found shape {table.shape}",
-            )
+        table = load_ctf_table(config.ctf_table)
         rows = table[rng.integers(len(table), size=n)]
         return CTFParams(
             defocus_u_a=rows[:, 2],

@@ -21,6 +21,7 @@ import argparse
 from pathlib import Path
 
 from cryohydra.analysis.analyze import ANALYSES, analyze
+from cryohydra.cli.common import device, existing_dir, positive
 from cryohydra.report import write_report
 
 
@@ -39,16 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         nargs="+",
         choices=ANALYSES,
         default=list(ANALYSES),
-        help="which analyses (default: all)",
+        help="which analyses",
     )
     parser.add_argument(
         "--nside",
-        type=int,
+        type=positive(int),
         default=8,
         help="HEALPix order of the posterior's grid of viewing directions",
     )
-    parser.add_argument("--datadir", default=None, help="folder holding the image stacks")
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--datadir", type=existing_dir, default=None, help="folder holding the image stacks"
+    )
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument(
         "--no-report", action="store_true", help="do not rewrite report.html with the figures"
     )

@@ -16,9 +16,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from cryohydra.cli.common import config_from_args
+from cryohydra.cli.common import config_from_args, device, existing_dir, positive, read_input
 from cryohydra.io.errors import check_writable
-from cryohydra.io.read import read_particles
 from cryohydra.io.run_folder import FSC_PLOT_FILE, MAP_FILE
 from cryohydra.metrics.fsc import plot_fsc
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
@@ -31,14 +30,22 @@ SETTINGS_FILE = "backproject.json"  # the input, the settings and the resolution
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("particles", help="particles with poses: .star or .cs")
     parser.add_argument("-o", "--outdir", required=True, help="output folder")
-    parser.add_argument("--datadir", default=None, help="folder holding the image stacks")
+    parser.add_argument(
+        "--datadir", type=existing_dir, default=None, help="folder holding the image stacks"
+    )
     parser.add_argument("--half-maps", action="store_true", help="also write half-maps and FSC")
     parser.add_argument("--seed", type=int, default=0, help="seed of the half-set split")
-    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--batch-size", type=positive(int), default=256, help="images per batch")
     parser.add_argument(
         "--invert-contrast", action="store_true", help="the stack has dark particles"
     )
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--no-ctf",
+        action="store_true",
+        help="the images have no CTF (simulated without one); needed for an input without "
+        "CTF columns, and ignores the CTF of one that has them",
+    )
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -48,9 +55,9 @@ def run(args: argparse.Namespace) -> int:
     outdir = Path(args.outdir)
     names = output_names(half_maps=config.half_maps) + [SETTINGS_FILE]
     names += [FSC_PLOT_FILE] if config.half_maps else []
+    particles = read_input(args.particles, args.datadir, args.no_ctf)
     for name in names:
         check_writable(outdir / name, args.force)
-    particles = read_particles(args.particles, datadir=args.datadir)
     result = reconstruct_known_poses(
         particles,
         batch_size=config.batch_size,

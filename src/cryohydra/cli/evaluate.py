@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cryohydra.cli.common import config_from_args
+from cryohydra.cli.common import config_from_args, symmetry
 from cryohydra.io.errors import InputFileError, check_writable
 from cryohydra.io.particles import ParticleSet
 from cryohydra.io.read import read_particles
@@ -32,7 +32,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("estimated", help="estimated poses (.star or .cs)")
     parser.add_argument("true", help="true poses (.star or .cs), e.g. from cryohydra simulate")
     parser.add_argument("-o", "--outdir", required=True, help="output folder")
-    parser.add_argument("--symmetry", default="C1", help="point group: C1, C<n> or D<n>")
+    parser.add_argument(
+        "--symmetry", type=symmetry, default="C1", help="point group: C1, C<n> or D<n>"
+    )
     parser.add_argument(
         "--per-particle", action="store_true", help="also list each particle's errors"
     )

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from cryohydra.cli.common import config_from_args
+from cryohydra.cli.common import config_from_args, non_negative, positive
 from cryohydra.io.errors import InputFileError, check_writable
 from cryohydra.io.mrc import read_map, write_map
 from cryohydra.metrics.config import FSCConfig
@@ -40,12 +40,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--mask-radius",
         dest="mask_radius_a",
-        type=float,
+        type=positive(float),
         default=None,
         help="sphere radius, Å (default 0.4 box)",
     )
     parser.add_argument(
-        "--mask-edge", dest="mask_edge_a", type=float, default=None, help="soft edge, Å (3 px)"
+        "--mask-edge",
+        dest="mask_edge_a",
+        type=non_negative(float),
+        default=None,
+        help="soft edge, Å (3 px)",
     )
     parser.add_argument("--align", action="store_true", help="align map2 onto map1 first")
     parser.add_argument(
@@ -57,7 +61,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--pixel-size",
         dest="pixel_size_a",
-        type=float,
+        type=positive(float),
         default=None,
         help="Å/px, when the headers have none",
     )

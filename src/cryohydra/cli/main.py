@@ -18,6 +18,7 @@ from cryohydra.cli import (
     report,
     simulate,
 )
+from cryohydra.cli.common import HelpFormatter, check_output_folder
 from cryohydra.io.errors import InputFileError, OutputExistsError
 
 SUBCOMMANDS = {
@@ -44,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
             name,
             help=module.__doc__.splitlines()[0],
             description=module.__doc__,
-            formatter_class=argparse.RawDescriptionHelpFormatter,
+            formatter_class=HelpFormatter,
         )
         if hasattr(module, "run"):
             sub.set_defaults(run=module.run)
@@ -52,14 +53,34 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _os_error(err: OSError) -> str:
+    """``PATH: reason`` for a file the system refused (read-only folder, disk full, ...)."""
+    if err.filename is None:
+        return str(err)
+    return f"{err.filename}: {err.strerror or err}"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as stop:  # --help (0) or a bad argument (2), already printed
+        return int(stop.code or 0)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
+        if getattr(args, "outdir", None):
+            check_output_folder(args.outdir)
         return args.run(args) or 0
-    except (InputFileError, OutputExistsError, ValueError, FileNotFoundError) as err:
+    except (InputFileError, OutputExistsError, ValueError) as err:
         print(f"cryohydra {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"cryohydra {args.command}: error: {_os_error(err)}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        stopped = getattr(args, "interrupted", None)
+        note = stopped(args) if stopped is not None else "nothing was kept of the unfinished work"
+        print(f"\ncryohydra {args.command}: interrupted (Ctrl-C): {note}", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -22,6 +22,15 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from cryohydra.cli.common import (
+    HelpFormatter,
+    device,
+    existing_dir,
+    existing_file,
+    non_negative,
+    positive,
+    symmetry,
+)
 from cryohydra.io.read import read_particles
 from cryohydra.models.encoder import BACKBONES
 from cryohydra.orient.detector import DetectorConfig
@@ -38,13 +47,6 @@ from cryohydra.simulate import ORIENTATIONS, SimulationConfig
 _TRAIN = OrientTrainConfig()
 _RECOVER = RecoverConfig()
 _DETECTOR = DetectorConfig()
-
-
-def _snr(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"SNR must be positive ('inf': no noise), got {text}")
-    return value
 
 
 def _train_arguments(parser: argparse.ArgumentParser) -> None:
@@ -66,24 +68,58 @@ def _train_arguments(parser: argparse.ArgumentParser) -> None:
         help="a set with its true poses to train on (repeatable)",
     )
     sim = parser.add_argument_group("simulation (for --structure)")
-    sim.add_argument("--snr", type=_snr, action="append", help="repeatable (default 0.1)")
-    sim.add_argument("-n", "--n-particles", type=int, default=5000, help="images per set")
-    sim.add_argument("--sim-box", type=int, default=64, help="box of the simulated images (px)")
-    sim.add_argument("--orientations", choices=ORIENTATIONS, default="uniform")
+    sim.add_argument(
+        "--snr",
+        type=positive(float),
+        action="append",
+        help="SNR of a training set ('inf': no noise); repeatable (default 0.1)",
+    )
+    sim.add_argument("-n", "--n-particles", type=positive(int), default=5000, help="images per set")
+    sim.add_argument(
+        "--sim-box", type=positive(int), default=64, help="box of the simulated images (px)"
+    )
+    sim.add_argument(
+        "--orientations",
+        choices=ORIENTATIONS,
+        default="uniform",
+        help="orientations of the training images",
+    )
     sim.add_argument("--no-ctf", action="store_true", help="simulate without a CTF")
-    sim.add_argument("--ctf-table", default=None, help="CTF rows to draw from (.npy)")
-    sim.add_argument("--shift-std", type=float, default=0.0, help="Å")
-    sim.add_argument("--sim-seed", type=int, default=0)
+    sim.add_argument(
+        "--ctf-table", type=existing_file, default=None, help="CTF rows to draw from (.npy)"
+    )
+    sim.add_argument(
+        "--shift-std", type=non_negative(float), default=0.0, help="std of the shifts, Å"
+    )
+    sim.add_argument("--sim-seed", type=int, default=0, help="seed of the simulation")
     net = parser.add_argument_group("network and training")
-    net.add_argument("--box", type=int, default=_TRAIN.box_size, help="network input (px)")
-    net.add_argument("--feature-dim", type=int, default=_TRAIN.feature_dim)
-    net.add_argument("--backbone", choices=sorted(BACKBONES), default=_TRAIN.backbone)
-    net.add_argument("--batch-size", type=int, default=_TRAIN.batch_size)
-    net.add_argument("--epochs", type=int, default=_TRAIN.epochs)
-    net.add_argument("--lr", type=float, default=_TRAIN.lr)
-    net.add_argument("--symmetry", default="C1", help="point group of the structures")
-    net.add_argument("--seed", type=int, default=_TRAIN.seed)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    net.add_argument(
+        "--box", type=positive(int), default=_TRAIN.box_size, help="network input (px)"
+    )
+    net.add_argument(
+        "--feature-dim",
+        type=positive(int),
+        default=_TRAIN.feature_dim,
+        help="length of each image's embedding",
+    )
+    net.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONES),
+        default=_TRAIN.backbone,
+        help="the embedding's convolutional network",
+    )
+    net.add_argument(
+        "--batch-size", type=positive(int), default=_TRAIN.batch_size, help="pairs per step"
+    )
+    net.add_argument(
+        "--epochs", type=positive(int), default=_TRAIN.epochs, help="passes over the data"
+    )
+    net.add_argument("--lr", type=positive(float), default=_TRAIN.lr, help="Adam rate")
+    net.add_argument(
+        "--symmetry", type=symmetry, default="C1", help="point group of the structures"
+    )
+    net.add_argument("--seed", type=int, default=_TRAIN.seed, help="seed of the training")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--resume", action="store_true", help="continue from checkpoint.pt")
     parser.add_argument("--force", action="store_true", help="overwrite a previous model")
 
@@ -92,35 +128,77 @@ def _recover_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("model", help="model.pt written by `cryohydra orient train`")
     parser.add_argument("particles", help="particles: RELION .star or cryoSPARC .cs")
     parser.add_argument("-o", "--outdir", required=True, help="output folder")
-    parser.add_argument("--datadir", default=None, help="folder holding the image stacks")
-    parser.add_argument("--invert-contrast", action="store_true", help="dark particles")
-    parser.add_argument("--pairs-per-step", type=int, default=_RECOVER.pairs_per_step)
-    parser.add_argument("--max-steps", type=int, default=_RECOVER.max_steps)
-    parser.add_argument("--lr", type=float, default=_RECOVER.lr)
-    parser.add_argument("--restarts", type=int, default=_RECOVER.restarts)
     parser.add_argument(
-        "--detector-images", type=int, default=_DETECTOR.n_images, help="images scored"
+        "--datadir", type=existing_dir, default=None, help="folder holding the image stacks"
+    )
+    parser.add_argument("--invert-contrast", action="store_true", help="dark particles")
+    parser.add_argument(
+        "--pairs-per-step",
+        type=positive(int),
+        default=_RECOVER.pairs_per_step,
+        help="image pairs whose distances each fitting step matches",
+    )
+    parser.add_argument(
+        "--max-steps",
+        type=positive(int),
+        default=_RECOVER.max_steps,
+        help="most Adam steps of the orientation fit",
+    )
+    parser.add_argument(
+        "--lr", type=positive(float), default=_RECOVER.lr, help="Adam rate of the fit"
+    )
+    parser.add_argument(
+        "--restarts",
+        type=positive(int),
+        default=_RECOVER.restarts,
+        help="fits from different starts; the best is kept",
+    )
+    parser.add_argument(
+        "--detector-images",
+        type=positive(int),
+        default=_DETECTOR.n_images,
+        help="images scored in the detector-rotation search",
     )
     parser.add_argument(
         "--detector-resolution",
-        type=float,
+        type=positive(float),
         default=None,
         metavar="ANGSTROM",
         help="highest resolution of the detector search (default 4x Nyquist of 32 px)",
     )
-    parser.add_argument("--reference-map", default=None, help="known map: FSC against it")
-    parser.add_argument("--symmetry", default="C1", help="point group for pose errors")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument(
+        "--reference-map",
+        type=existing_file,
+        default=None,
+        help="known map: FSC against it",
+    )
+    parser.add_argument(
+        "--symmetry", type=symmetry, default="C1", help="point group for pose errors"
+    )
+    parser.add_argument("--seed", type=int, default=0, help="random seed")
+    parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     steps = parser.add_subparsers(dest="orient_command", required=True, metavar="STEP")
-    train = steps.add_parser("train", help="simulate training sets and train the network")
+    train = steps.add_parser(
+        "train",
+        help="simulate training sets and train the network",
+        description="Train the distance network on simulated sets or sets with true poses; "
+        "writes OUTDIR/model.pt, checkpoint.pt and training.json.",
+        formatter_class=HelpFormatter,
+    )
     _train_arguments(train)
     train.set_defaults(run=run_train)
-    recover = steps.add_parser("recover", help="orientations of a particle set")
+    recover = steps.add_parser(
+        "recover",
+        help="orientations of a particle set",
+        description="Embed every image, fit one orientation per image to the network's "
+        "distances, find the detector-side rotation and the hand, and write OUTDIR/poses.star, "
+        "the map from those poses and recover.json.",
+        formatter_class=HelpFormatter,
+    )
     _recover_arguments(recover)
     recover.set_defaults(run=run_recover)
 

@@ -19,9 +19,19 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from cryohydra.cli.common import config_from_args, positive_or_none
+from cryohydra.cli.common import (
+    config_from_args,
+    device,
+    existing_dir,
+    existing_file,
+    non_negative,
+    positive,
+    positive_or_none,
+    read_input,
+    symmetry,
+)
 from cryohydra.inference.config import MODES, ReconstructConfig
-from cryohydra.io.read import read_particles
+from cryohydra.io.run_folder import HALF_RUNS, LOG_FILE, read_log
 from cryohydra.jobs.abinitio import JobOptions, run_job
 from cryohydra.models.encoder import BACKBONES
 
@@ -40,15 +50,34 @@ def _switch(value: str) -> str | int:
     return epoch
 
 
+def _interrupted(args: argparse.Namespace) -> str:
+    """What a Ctrl-C kept: the last epoch whose checkpoint is in OUTDIR, and how to go on."""
+    outdir = Path(args.outdir)
+    epochs = [
+        records[-1]["epoch"]
+        for run_dir in (outdir, *(outdir / h for h in HALF_RUNS))
+        if (records := read_log(run_dir / LOG_FILE))
+    ]
+    if not epochs:
+        return "no epoch had finished; nothing to resume"
+    return (
+        f"stopped after epoch {min(epochs)}; continue with the same command and --resume "
+        f"(cryohydra reconstruct ... -o {outdir} --resume)"
+    )
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.set_defaults(interrupted=_interrupted)
     data = parser.add_argument_group("input and output")
     data.add_argument("particles", help="particles with CTF: RELION .star or cryoSPARC .cs")
     data.add_argument("-o", "--outdir", required=True, help="output folder")
-    data.add_argument("--datadir", default=None, help="folder holding the image stacks")
+    data.add_argument(
+        "--datadir", type=existing_dir, default=None, help="folder holding the image stacks"
+    )
     data.add_argument(
         "--downsample",
         dest="working_box",
-        type=int,
+        type=positive(int),
         default=None,
         metavar="BOX",
         help="train on images Fourier-cropped to this box (px)",
@@ -59,24 +88,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the stack has dark particles on a bright background",
     )
     data.add_argument(
+        "--no-ctf",
+        action="store_true",
+        help="the images have no CTF (simulated without one); needed for an input without "
+        "CTF columns, and ignores the CTF of one that has them",
+    )
+    data.add_argument(
         "--half-sets",
         action="store_true",
         help="two independent runs on random halves; gold-standard FSC",
     )
 
     model = parser.add_argument_group("model and training")
-    model.add_argument("--mode", choices=list(MODES), default=_DEFAULTS.mode)
-    model.add_argument("--epochs", type=int, default=_DEFAULTS.epochs)
+    model.add_argument(
+        "--mode",
+        choices=list(MODES),
+        default=_DEFAULTS.mode,
+        help="semi-amortized (ours); amortized and cryoai for comparison",
+    )
+    model.add_argument(
+        "--epochs", type=positive(int), default=_DEFAULTS.epochs, help="passes over the data"
+    )
     model.add_argument(
         "--heads",
         dest="n_heads",
-        type=int,
+        type=positive(int),
         default=_DEFAULTS.n_heads,
         metavar="M",
         help="M, poses per image",
     )
-    model.add_argument("--batch-size", type=int, default=_DEFAULTS.batch_size)
-    model.add_argument("--backbone", choices=sorted(BACKBONES), default=_DEFAULTS.backbone)
+    model.add_argument(
+        "--batch-size", type=positive(int), default=_DEFAULTS.batch_size, help="images per step"
+    )
+    model.add_argument(
+        "--backbone",
+        choices=sorted(BACKBONES),
+        default=_DEFAULTS.backbone,
+        help="the encoder's convolutional network",
+    )
     model.add_argument(
         "--encoder-box",
         type=positive_or_none(int),
@@ -84,10 +133,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="PX",
         help="the encoder sees images Fourier-cropped to this box (0: the working box)",
     )
-    model.add_argument("--encoder-lr", type=float, default=_DEFAULTS.encoder_lr)
-    model.add_argument("--volume-lr", type=float, default=_DEFAULTS.volume_lr)
     model.add_argument(
-        "--volume-lr-after-switch", type=float, default=_DEFAULTS.volume_lr_after_switch
+        "--encoder-lr",
+        type=positive(float),
+        default=_DEFAULTS.encoder_lr,
+        help="Adam rate of the encoder",
+    )
+    model.add_argument(
+        "--volume-lr",
+        type=positive(float),
+        default=_DEFAULTS.volume_lr,
+        help="Adam rate of the volume before the switch",
+    )
+    model.add_argument(
+        "--volume-lr-after-switch",
+        type=positive(float),
+        default=_DEFAULTS.volume_lr_after_switch,
+        help="Adam rate of the volume during auto-decoding",
     )
     model.add_argument(
         "--no-shifts",
@@ -97,13 +159,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     model.add_argument(
         "--starts",
-        type=int,
+        type=positive(int),
         default=_DEFAULTS.starts,
         metavar="N",
         help="independent amortized starts; the run continues the one whose loss is lowest "
         "after its first auto-decoding epoch (costs the amortized stage N times)",
     )
-    model.add_argument("--seed", type=int, default=_DEFAULTS.seed)
+    model.add_argument(
+        "--seed", type=int, default=_DEFAULTS.seed, help="random seed (also of the half split)"
+    )
 
     schedule = parser.add_argument_group("switch, auto-decoding and resolution")
     schedule.add_argument(
@@ -118,22 +182,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument(
         "--pose-lr",
         dest="pose_lr_rad",
-        type=float,
+        type=positive(float),
         default=_DEFAULTS.pose_lr_rad,
         help="per-particle Adam rate of the rotation (radians)",
     )
     schedule.add_argument(
         "--pose-lr-shift",
         dest="pose_lr_shift_a",
-        type=float,
+        type=positive(float),
         default=_DEFAULTS.pose_lr_shift_a,
         help="per-particle Adam rate of the shift (Å)",
     )
-    schedule.add_argument("--pose-steps", type=int, default=_DEFAULTS.pose_steps)
+    schedule.add_argument(
+        "--pose-steps",
+        type=positive(int),
+        default=_DEFAULTS.pose_steps,
+        help="gradient steps on each particle's pose per visit",
+    )
     schedule.add_argument(
         "--max-resolution",
         dest="max_resolution_a",
-        type=float,
+        type=positive(float),
         default=None,
         metavar="ANGSTROM",
         help="highest resolution used in the loss (default Nyquist)",
@@ -141,19 +210,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     schedule.add_argument(
         "--start-resolution",
         dest="start_resolution_a",
-        type=float,
+        type=positive(float),
         default=_DEFAULTS.start_resolution_a,
         metavar="ANGSTROM",
         help="resolution limit of the loss while poses are global (before the switch)",
     )
     schedule.add_argument(
         "--march-epochs",
-        type=int,
+        type=non_negative(int),
         default=_DEFAULTS.march_epochs,
         help="epochs after the switch over which the limit rises to --max-resolution",
     )
     schedule.add_argument(
         "--init-poses",
+        type=existing_file,
         default=None,
         metavar="STAR",
         help="poses of the same particles (e.g. from `cryohydra orient recover`): skip the "
@@ -163,7 +233,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     search = parser.add_argument_group("global pose search at the switch")
     search.add_argument(
         "--search-rounds",
-        type=int,
+        type=non_negative(int),
         default=_DEFAULTS.search_rounds,
         help="rounds of global pose search at the switch (0: start from the best heads)",
     )
@@ -195,12 +265,17 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
     evaluation = parser.add_argument_group("evaluation against a known answer (benchmarks)")
     evaluation.add_argument(
-        "--reference-map", default=None, help="a known map: log the FSC against it"
+        "--reference-map",
+        type=existing_file,
+        default=None,
+        help="a known map: log the FSC against it",
     )
-    evaluation.add_argument("--symmetry", default="C1", help="point group for pose errors")
+    evaluation.add_argument(
+        "--symmetry", type=symmetry, default="C1", help="point group for pose errors"
+    )
 
     running = parser.add_argument_group("running")
-    running.add_argument("--device", default="cpu", help="cpu or cuda")
+    running.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     running.add_argument("--resume", action="store_true", help="continue the run in OUTDIR")
     running.add_argument(
         "--force",
@@ -210,16 +285,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     running.add_argument("--quiet", action="store_true", help="no progress bar")
     running.add_argument(
         "--workers",
-        type=int,
+        type=non_negative(int),
         default=0,
-        help="DataLoader processes reading batches ahead (default 0: read in turn; the "
-        "result is the same)",
+        help="DataLoader processes reading batches ahead (0: read in turn; the result is the same)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(ReconstructConfig, args)
-    particles = read_particles(args.particles, datadir=args.datadir)
+    particles = read_input(args.particles, args.datadir, args.no_ctf)
     options = JobOptions(
         outdir=Path(args.outdir),
         device=args.device,

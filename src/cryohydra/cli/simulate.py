@@ -11,16 +11,15 @@ Example:
 from __future__ import annotations
 
 import argparse
-import math
 
-from cryohydra.cli.common import config_from_args
+from cryohydra.cli.common import (
+    config_from_args,
+    device,
+    existing_file,
+    non_negative,
+    positive,
+)
 from cryohydra.simulate import ORIENTATIONS, SimulationConfig, simulate
-
-
-def _snr(value: str) -> float:
-    """An SNR; 0 or below is not one (NaN, which the configuration rejects)."""
-    number = float(value)
-    return number if number > 0 else math.nan
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -29,41 +28,55 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     data.add_argument("structure", help="atomic model (.pdb, .cif, .gz) or map (.mrc)")
     data.add_argument("-o", "--outdir", required=True, help="output folder")
     data.add_argument(
-        "--box", dest="box_size", type=int, default=defaults.box_size, help="box size (px, even)"
+        "--box",
+        dest="box_size",
+        type=positive(int),
+        default=defaults.box_size,
+        help="box size (px, even)",
     )
     data.add_argument(
         "--pixel-size",
         dest="pixel_size_a",
-        type=float,
+        type=positive(float),
         default=None,
         help="Å/px (needed for a model; for a map, defaults to its voxel size)",
     )
     data.add_argument(
-        "--bfactor", dest="bfactor_a2", type=float, default=0.0, help="B-factor of the map, Å^2"
+        "--bfactor",
+        dest="bfactor_a2",
+        type=non_negative(float),
+        default=0.0,
+        help="B-factor of the map, Å^2",
     )
     particles = parser.add_argument_group("particles")
-    particles.add_argument("-n", "--n-particles", type=int, default=defaults.n_particles)
+    particles.add_argument(
+        "-n", "--n-particles", type=positive(int), default=defaults.n_particles, help="images"
+    )
     particles.add_argument(
         "--snr",
-        type=_snr,
+        type=positive(float),
         default=defaults.snr,
-        help="var(clean) / var(noise) over the box, dataset mean; 'inf' for no noise "
-        f"(default {defaults.snr})",
+        help="var(clean) / var(noise) over the box, dataset mean; 'inf' for no noise",
     )
-    particles.add_argument("--orientations", choices=ORIENTATIONS, default=defaults.orientations)
     particles.add_argument(
-        "--n-views", type=int, default=defaults.n_views, help="preferred: number of views"
+        "--orientations",
+        choices=ORIENTATIONS,
+        default=defaults.orientations,
+        help="uniform over SO(3), uniform Euler angles, or a few preferred views",
+    )
+    particles.add_argument(
+        "--n-views", type=positive(int), default=defaults.n_views, help="preferred: number of views"
     )
     particles.add_argument(
         "--view-kappa",
-        type=float,
+        type=positive(float),
         default=defaults.view_kappa,
         help="preferred: von Mises-Fisher concentration (lobe width about 1/sqrt(kappa) rad)",
     )
     particles.add_argument(
         "--shift-std",
         dest="shift_std_a",
-        type=float,
+        type=non_negative(float),
         default=0.0,
         help="std of the Gaussian shifts, Å",
     )
@@ -74,11 +87,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="+1: bright particles (RELION convention); -1: dark particles, as raw data",
     )
-    particles.add_argument("--seed", type=int, default=0)
+    particles.add_argument("--seed", type=int, default=0, help="random seed of the whole set")
     ctf = parser.add_argument_group("CTF")
     ctf.add_argument("--no-ctf", dest="ctf", action="store_false", help="images without CTF")
     ctf.add_argument(
         "--ctf-table",
+        type=existing_file,
         default=None,
         help="draw CTF rows from a .npy table (columns: box, pixel, dfU, dfV, angle deg, kV, "
         "Cs mm, amplitude contrast, phase shift deg), e.g. EMPIAR-10028's",
@@ -87,25 +101,37 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         ctf.add_argument(
             f"--defocus-{bound}",
             dest=f"defocus_{bound}_a",
-            type=float,
+            type=positive(float),
             default=getattr(defaults, f"defocus_{bound}_a"),
-            help="Å",
+            help=f"{bound}imum defocus of the uniform range, Å",
         )
     ctf.add_argument(
         "--astigmatism",
         dest="astigmatism_a",
-        type=float,
+        type=non_negative(float),
         default=defaults.astigmatism_a,
         help="max dfU - dfV, Å",
     )
     ctf.add_argument(
-        "--voltage", dest="voltage_kv", type=float, default=defaults.voltage_kv, help="kV"
+        "--voltage", dest="voltage_kv", type=positive(float), default=defaults.voltage_kv, help="kV"
     )
-    ctf.add_argument("--cs", dest="cs_mm", type=float, default=defaults.cs_mm, help="mm")
-    ctf.add_argument("--amplitude-contrast", type=float, default=defaults.amplitude_contrast)
+    ctf.add_argument(
+        "--cs", dest="cs_mm", type=non_negative(float), default=defaults.cs_mm, help="mm"
+    )
+    ctf.add_argument(
+        "--amplitude-contrast",
+        type=non_negative(float),
+        default=defaults.amplitude_contrast,
+        help="fraction of amplitude contrast, in [0, 1)",
+    )
     running = parser.add_argument_group("running")
-    running.add_argument("--chunk-size", type=int, default=defaults.chunk_size)
-    running.add_argument("--device", default="cpu", help="cpu or cuda")
+    running.add_argument(
+        "--chunk-size",
+        type=positive(int),
+        default=defaults.chunk_size,
+        help="images simulated and written at a time",
+    )
+    running.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     running.add_argument("--force", action="store_true", help="overwrite existing outputs")
     running.add_argument("--quiet", action="store_true", help="no progress bar")
 

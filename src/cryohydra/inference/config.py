@@ -135,8 +135,9 @@ class ReconstructConfig:
         training = get_mode(self.mode)
         if self.switch != "auto" and (not isinstance(self.switch, int) or self.switch < 0):
             raise ValueError(f"switch must be 'auto' or an epoch number, got {self.switch!r}")
-        if self.epochs < 1 or self.batch_size < 1 or self.n_heads < 1 or self.pose_steps < 1:
-            raise ValueError("epochs, batch size, heads and pose steps must be positive")
+        for name in ("epochs", "batch_size", "n_heads", "pose_steps"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.starts < 1:
             raise ValueError(f"starts must be >= 1, got {self.starts}")
         if self.starts > 1 and not training.switches:

@@ -173,9 +173,7 @@ class ParticleSet:
         if stack is None:
             if not Path(path).exists():
                 n_refs = int(np.sum(self.image_paths == path))
-                looked = (
-                    f" (looked in {', '.join(self.search_dirs)})" if self.search_dirs else ""
-                )
+                looked = f" (looked in {', '.join(self.search_dirs)})" if self.search_dirs else ""
                 raise InputFileError(
                     self.source,
                     f"image stack {path!r} (referenced by {n_refs} particles) does not "
