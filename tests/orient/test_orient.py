@@ -3,6 +3,7 @@ two-sided alignment, and a tiny train / recover / refine run end to end."""
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,6 +30,8 @@ from cryohydra.orient.distances import (
 )
 from cryohydra.orient.recover import RecoverConfig, recover_orientations, spectral_start
 from cryohydra.orient.training import load_model, symmetric_distances
+
+ORIENT_MODEL = Path(__file__).resolve().parents[1] / "data" / "orient" / "6uo9_32px_noiseless.pt"
 
 
 def _rotations(n, seed):
@@ -194,7 +197,7 @@ def test_tiny_train_recover_refine_run_end_to_end(simulated_set, tmp_path, capsy
         "two_sided",
         "one_sided_before_detector_search",
     }
-    assert summary["fsc_vs_reference_a_0.5"] > 0
+    assert "fsc_vs_reference_a_0.5" in summary  # its value: test_recover_with_a_trained_...
     poses = read_star(out / "poses.star")
     assert len(poses) == 200 and poses.rotations is not None and poses.ctf is not None
     assert np.allclose(poses.rotations @ poses.rotations.transpose(0, 2, 1), np.eye(3), atol=1e-5)
@@ -210,6 +213,24 @@ def test_tiny_train_recover_refine_run_end_to_end(simulated_set, tmp_path, capsy
     assert first["stage"] == "auto-decoding"
     run = json.loads((refined / "cryohydra-run.json").read_text())
     assert run["init_poses"] == str(out / "poses.star")
+
+
+def test_recover_with_a_trained_network_finds_the_orientations(simulated_set, tmp_path):
+    """``orient recover`` with a network trained on the same protein (shipped in tests/data,
+    rebuilt by tests/data/orient/make_model.sh: 10,000 noiseless 6UO9 images with CTF at 32 px,
+    20 epochs) on 300 new noiseless images. Measured on sets of seeds 42, 44, 45, 46: median
+    error 6.6-8.4 degrees (one- and two-sided alike), FSC 0.5 against the truth 14.1-14.5 A
+    (Nyquist 14 A); a network trained 4 epochs at 16 px gives 95 degrees and 37.7 A on the seed-42 set."""
+    folder = simulated_set(n_particles=300, snr=math.inf, seed=42)
+    out = tmp_path / "recovered"
+    args = ["orient", "recover", str(ORIENT_MODEL), str(folder / "particles.star"), "-o", str(out)]
+    args += ["--detector-images", "100", "--max-steps", "300", "--seed", "0"]
+    assert cli([*args, "--reference-map", str(folder / "ground_truth.mrc")]) == 0
+    summary = json.loads((out / "recover.json").read_text())
+    errors = summary["pose_error"]
+    assert errors["one_sided"]["median_rotation_error_deg"] < 12.0
+    assert errors["two_sided"]["median_rotation_error_deg"] < 12.0
+    assert summary["fsc_vs_reference_a_0.5"] < 17.0
 
 
 def test_init_poses_start_auto_decoding_from_them(simulated_set, tmp_path):
