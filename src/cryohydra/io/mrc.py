@@ -44,14 +44,28 @@ def _open_mmap(path: Path):
     ) from strict_error
 
 
+def _axis_order(header) -> tuple[int, int, int]:
+    """Which of x (1), y (2), z (3) the file's columns, rows and sections are (``mapc``,
+    ``mapr``, ``maps``); ``(1, 2, 3)``, the usual order, when the header does not say."""
+    order = (int(header.mapc), int(header.mapr), int(header.maps))
+    return order if sorted(order) == [1, 2, 3] else (1, 2, 3)
+
+
 def read_map(path: str | Path) -> tuple[np.ndarray, float | None]:
-    """Read a 3D map: ``(z, y, x)`` float32 array and its voxel size in Å (None if unset)."""
+    """Read a 3D map: ``(z, y, x)`` float32 array and its voxel size in Å (None if unset).
+
+    The header's axis order is honoured: a map stored with its sections along x
+    (``mapc, mapr, maps = 3, 2, 1``, as some programs write) is transposed to ``(z, y, x)``.
+    """
     path = Path(path)
     with _open_mmap(path) as mrc:
         data = np.asarray(mrc.data, dtype=np.float32).copy()
         voxel = float(mrc.voxel_size.x)
+        columns, rows, sections = _axis_order(mrc.header)
     if data.ndim != 3:
         raise InputFileError(path, f"expected a 3D map, found data of shape {data.shape}")
+    stored = [sections, rows, columns]  # the spatial axis of each array axis
+    data = np.ascontiguousarray(data.transpose([stored.index(3), stored.index(2), stored.index(1)]))
     if not np.all(np.isfinite(data)):
         raise InputFileError(path, "map contains NaN or infinite values")
     return data, (voxel if voxel > 0 else None)
