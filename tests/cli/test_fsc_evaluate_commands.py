@@ -143,3 +143,19 @@ def test_fsc_honours_the_mrc_axis_order(maps, tmp_path):
     (tmp_path / "noisy.mrc").symlink_to(maps / "noisy.mrc")
     result = _fsc_summary(tmp_path, "noisy.mrc", "swapped.mrc", tmp_path / "out")
     assert min(result["fsc"]["values"][1:]) > 0.999
+
+
+def test_evaluate_pairs_repeated_images_in_order(poses, tmp_path):
+    """A symmetry-expanded STAR (each image twice, with two poses) against itself scores 0;
+    pairing every repeat with the first occurrence once gave 45 degrees."""
+    true = read_star(poses)
+    rows = np.repeat(np.arange(100), 2)
+    expanded = true.subset(rows)
+    two_fold = np.diag([-1.0, -1.0, 1.0])
+    rotations = expanded.rotations.copy()
+    rotations[1::2] = rotations[1::2] @ two_fold
+    expanded = expanded.with_poses(rotations, expanded.shifts_a)
+    write_star(tmp_path / "expanded.star", expanded)
+    result = _evaluate(tmp_path / "expanded.star", tmp_path / "expanded.star", tmp_path / "eval")
+    assert result["n_matched"] == 200
+    assert result["median_rotation_error_deg"] < 1e-3 and result["mean_rotation_error_deg"] < 1e-3

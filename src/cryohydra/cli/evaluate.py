@@ -51,13 +51,21 @@ def _image_keys(particles: ParticleSet) -> list[tuple[str, int]]:
 def match_particles(estimated: ParticleSet, true: ParticleSet) -> tuple[np.ndarray, np.ndarray]:
     """Rows of ``estimated`` and ``true`` that hold the same images.
 
-    Matched by (stack file name, index); if no names match and the sets have the same size,
-    by order.
+    Matched by (stack file name, index); an image listed several times (a symmetry-expanded
+    STAR, a RELION 5 file) pairs its k-th row in one file with its k-th row in the other. If no
+    names match and the sets have the same size, by order.
     """
-    true_rows = {key: row for row, key in enumerate(_image_keys(true))}
-    pairs = [
-        (row, true_rows[key]) for row, key in enumerate(_image_keys(estimated)) if key in true_rows
-    ]
+    occurrences: dict[tuple[str, int], list[int]] = {}
+    for row, key in enumerate(_image_keys(true)):
+        occurrences.setdefault(key, []).append(row)
+    seen: dict[tuple[str, int], int] = {}
+    pairs = []
+    for row, key in enumerate(_image_keys(estimated)):
+        k = seen.get(key, 0)
+        seen[key] = k + 1
+        rows = occurrences.get(key, [])
+        if k < len(rows):
+            pairs.append((row, rows[k]))
     if pairs:
         est_rows, tru_rows = (np.array(column) for column in zip(*pairs, strict=True))
         return est_rows, tru_rows
@@ -72,12 +80,12 @@ def match_particles(estimated: ParticleSet, true: ParticleSet) -> tuple[np.ndarr
 def run(args: argparse.Namespace) -> int:
     config = config_from_args(EvaluateConfig, args)
     outdir = Path(args.outdir)
-    paths = {
-        n: check_writable(outdir / n, args.force) for n in ("pose_errors.json", "pose_errors.png")
-    }
     estimated, true = read_particles(args.estimated), read_particles(args.true)
     est_rot, est_shift = estimated.require_poses()
     true_rot, true_shift = true.require_poses()
+    paths = {
+        n: check_writable(outdir / n, args.force) for n in ("pose_errors.json", "pose_errors.png")
+    }
     est_rows, true_rows = match_particles(estimated, true)
     errors = pose_errors(
         est_rot[est_rows],
