@@ -220,7 +220,8 @@ def test_recover_with_a_trained_network_finds_the_orientations(simulated_set, tm
     rebuilt by tests/data/orient/make_model.sh: 10,000 noiseless 6UO9 images with CTF at 32 px,
     20 epochs) on 300 new noiseless images. Measured on sets of seeds 42, 44, 45, 46: median
     error 6.6-8.4 degrees (one- and two-sided alike), FSC 0.5 against the truth 14.1-14.5 A
-    (Nyquist 14 A); a network trained 4 epochs at 16 px gives 95 degrees and 37.7 A on the seed-42 set."""
+    (Nyquist 14 A); a network trained 4 epochs at 16 px gives 95 degrees and 37.7 A on the
+    seed-42 set."""
     folder = simulated_set(n_particles=300, snr=math.inf, seed=42)
     out = tmp_path / "recovered"
     args = ["orient", "recover", str(ORIENT_MODEL), str(folder / "particles.star"), "-o", str(out)]
