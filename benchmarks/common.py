@@ -26,9 +26,13 @@ def machine() -> dict:
 
 
 def write_results(name: str, results: dict) -> Path:
+    """``RESULTS/name.json``: the machine, the code (:func:`commit`) and ``results``, all
+    written by the benchmark in one run (a file of rows from several runs gives each row its
+    own ``commit`` instead)."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     path = RESULTS / f"{name}.json"
-    path.write_text(json.dumps({"machine": machine(), **results}, indent=2) + "\n")
+    stamped = {"machine": machine(), "commit": commit(), **results}
+    path.write_text(json.dumps(stamped, indent=2) + "\n")
     return path
 
 
@@ -43,10 +47,11 @@ def timed(function, repeats: int = 3) -> float:
     return best
 
 
-def commit() -> str:
+def commit(root: Path | None = None) -> str:
     """The code a run used: the git commit, ``+changes`` when ``src/`` or ``benchmarks/``
-    differs from it (tracked files; results files under ``benchmarks/results`` aside)."""
-    root = Path(__file__).resolve().parent.parent
+    differs from it (tracked files; results files under ``benchmarks/results`` aside).
+    ``root``: the repository (default: this one)."""
+    root = Path(__file__).resolve().parent.parent if root is None else root
     try:
         head = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True
