@@ -9,6 +9,7 @@ the source format.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 
@@ -163,6 +164,23 @@ class ParticleSet:
             extra_optics_columns={k: v[indices] for k, v in self.extra_optics_columns.items()},
             _stacks={},
         )
+
+    def fingerprint(self, n_sample: int = 8) -> dict:
+        """What identifies these particles, for ``--resume``: their number, a hash of their
+        image names (stack file name and index, in order) and a hash of ``n_sample`` images
+        spread over the set (so a re-simulated set of the same names is told apart)."""
+        names = hashlib.sha256()
+        for path, index in zip(self.image_paths, self.image_indices, strict=True):
+            names.update(f"{Path(path).name}@{int(index)}\n".encode())
+        sample = hashlib.sha256()
+        if len(self):
+            rows = np.unique(np.linspace(0, len(self) - 1, min(n_sample, len(self))).astype(int))
+            sample.update(np.ascontiguousarray(self.load_images(rows), np.float32).tobytes())
+        return {
+            "count": len(self),
+            "names_sha256": names.hexdigest(),
+            "sample_sha256": sample.hexdigest(),
+        }
 
     def with_poses(self, rotations: np.ndarray, shifts_a: np.ndarray | None) -> ParticleSet:
         """A new set with the given poses (``(N, 3, 3)``, ``(N, 2)`` Å)."""

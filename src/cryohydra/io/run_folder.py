@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
@@ -111,22 +112,83 @@ def read_description(outdir: str | Path) -> dict:
     return json.loads(marker.read_text())
 
 
+# What a run writes into its folder (everything else there, a user's notes say, is kept).
+_RUN_OUTPUTS = (
+    LOG_FILE,
+    CHECKPOINT_FILE,
+    STARTS_FILE,
+    STARTS_DIR,
+    DISTRIBUTED_FILE,
+    MODEL_VOLUME_FILE,
+    PARTICLES_FILE,
+    MAP_FILE,
+    *HALF_MAP_FILES,
+    FSC_CSV_FILE,
+    FSC_PLOT_FILE,
+    FSC_FILE,
+    FSC_REFERENCE_FILE,
+    POSE_ERROR_PLOT_FILE,
+    SUMMARY_FILE,
+    REPORT_FILE,
+    HISTORY_DIR,
+    SWITCH_FILE,
+    *HALF_RUNS,
+)
+
+
+def _differences(before: dict, now: dict) -> list[str]:
+    """``key: old -> new`` for each setting that differs."""
+    keys = sorted(set(before) | set(now))
+    return [
+        f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys if before.get(k) != now.get(k)
+    ]
+
+
+def _clear_run(outdir: Path) -> None:
+    """Remove a previous run's outputs (and its report figures), nothing else."""
+    for name in _RUN_OUTPUTS:
+        path = outdir / name
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        elif path.exists() or path.is_symlink():
+            path.unlink()
+    for figure in outdir.glob("report_*.png"):
+        figure.unlink()
+
+
 def claim(outdir: Path, description: dict, resume: bool, force: bool) -> None:
     """Claim ``outdir``: new or empty, our own run (``resume``/``force``), never a user's.
 
-    A resumed run must have been started with the same settings; a new one writes
-    ``cryohydra-run.json``.
+    A resumed run must be of the same particles (``description["particles"]``, a
+    :meth:`~cryohydra.io.particles.ParticleSet.fingerprint`) with the same settings; the error
+    says what differs. ``force`` removes the previous run's outputs (history, checkpoints,
+    maps, report) before the new run writes ``cryohydra-run.json``.
     """
     marker = outdir / RUN_FILE
     if resume:
         if not marker.exists():
             raise InputFileError(outdir, f"is not a cryohydra run to resume (no {RUN_FILE})")
         previous = json.loads(marker.read_text())
-        if previous.get("config") != description["config"] or previous.get(
-            "init_poses"
-        ) != description.get("init_poses"):
+        before, now = previous.get("particles"), description.get("particles")
+        if before is not None and now is not None and before != now:
             raise InputFileError(
-                outdir, "was run with other settings; resume with the same options"
+                outdir,
+                f"was run on other particles ({previous.get('input')}: {before['count']} "
+                f"particles; now {description.get('input')}: {now['count']}, "
+                + ("other images" if before["count"] == now["count"] else "another count")
+                + "); resume with the same input, or start a new run",
+            )
+        changed = _differences(previous.get("config", {}), description["config"])
+        if previous.get("init_poses") != description.get("init_poses"):
+            changed.append(
+                f"init_poses: {previous.get('init_poses')!r} -> {description.get('init_poses')!r}"
+            )
+        if changed:
+            raise InputFileError(
+                outdir,
+                "was run with other settings; resume with the same options ("
+                + "; ".join(changed)
+                + ")",
             )
         return
     if outdir.exists() and any(outdir.iterdir()):
@@ -138,6 +200,7 @@ def claim(outdir: Path, description: dict, resume: bool, force: bool) -> None:
             raise InputFileError(
                 outdir, "holds a cryohydra run; use --resume to continue it or --force to redo it"
             )
+        _clear_run(outdir)
     outdir.mkdir(parents=True, exist_ok=True)
     marker.write_text(json.dumps(description, indent=2) + "\n")
 

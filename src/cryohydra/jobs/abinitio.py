@@ -313,8 +313,9 @@ def _run_job(
 ) -> dict:
     outdir = Path(options.outdir)
     description = {
-        "input": str(particles.source),
+        "input": str(Path(particles.source).resolve()),
         "n_particles": len(particles),
+        "particles": particles.fingerprint(),
         "config": config.to_dict(),
         "half_sets": options.half_sets,
         "symmetry": (
@@ -322,7 +323,7 @@ def _run_job(
             if isinstance(options.symmetry, str)
             else np.asarray(options.symmetry).tolist()
         ),
-        "init_poses": None if options.init_poses is None else str(options.init_poses),
+        "init_poses": None if options.init_poses is None else str(options.init_poses.resolve()),
         "symmetry_name": options.symmetry
         if isinstance(options.symmetry, str)
         else (f"{len(options.symmetry)} given operators"),
