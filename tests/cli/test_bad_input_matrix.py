@@ -192,3 +192,16 @@ def test_snr_infinity_is_allowed(files, tmp_path):
     args = ["simulate", *_base(files, out)["simulate"], "--snr", "inf"]
     assert main(args) == 0
     assert json.loads((out / "simulation.json").read_text())["noise_std"] == 0.0
+
+
+def test_paths_with_spaces_and_non_ascii_characters(files, tmp_path):
+    """Once a traceback in the FSC's CSV writer after training."""
+    folder = tmp_path / "my data ü"
+    folder.mkdir()
+    star = folder / "parti cles é.star"
+    star.write_text(Path(files["star"]).read_text())
+    for name in Path(files["star"]).parent.glob("*.mrcs"):
+        (folder / name.name).symlink_to(name)
+    out = tmp_path / "out put ü"
+    assert main(["backproject", str(star), "-o", str(out), "--half-maps", "--quiet"]) == 0
+    assert (out / "fsc.csv").stat().st_size > 0

@@ -305,3 +305,14 @@ def test_several_starts_continue_the_one_with_the_lowest_loss(dataset, tmp_path)
     assert epochs == [1, 2, 3]
     with pytest.raises(ValueError, match="starts"):
         ReconstructConfig(mode="amortized", starts=2)
+
+
+def test_progress_bar_is_labelled_and_shows_the_search(dataset, capsys):
+    """The bar says which epoch and stage from its first line (once an unlabelled '0/N'), and
+    the pose search at the switch shows its round and images instead of a frozen bar."""
+    particles = read_star(dataset / "particles.star")
+    AbInitio(particles, _small(epochs=2, switch=1, search_rounds=1)).fit(progress=True)
+    err = capsys.readouterr().err
+    first = err.replace("\r", "\n").strip().splitlines()[0]
+    assert first.startswith("epoch 1/2 amortized")
+    assert "pose search at" in err and "round 1/1" in err and "img" in err

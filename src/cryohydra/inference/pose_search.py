@@ -19,6 +19,7 @@ pseudo-symmetric) molecules.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -284,8 +285,11 @@ def projection_matching(
     max_shift_a: float | None = None,
     batch_size: int = 512,
     context: Context | None = None,
+    on_batch: Callable[[int, int, int], None] | None = None,
 ) -> SearchResult:
     """Iterative projection matching at ``resolution_a``.
+
+    ``on_batch(round, images done, images)`` is called after every batch (a progress line).
 
     Each round finds every image's best pose among the rotations of the grid
     ``so3_grid(nside)`` (its shift held), its own ``candidates`` (e.g. the encoder's heads)
@@ -331,6 +335,8 @@ def projection_matching(
         halves = [Accumulator.zeros(box, device, radius) for _ in range(2)]
         error_sum = 0.0
         for start in range(0, n, batch_size):
+            if on_batch is not None:
+                on_batch(round_, start, n)
             batch = data.load(np.arange(start, min(n, start + batch_size)), grid)
             rows = batch.rows
             centred = batch.model.unshift(batch.spectra, shifts[rows])

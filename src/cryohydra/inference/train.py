@@ -393,9 +393,10 @@ class AbInitio:
             return False
         return self.loss_resolution_a(epoch) <= self.loss_resolution_a(self.config.epochs) + 1e-9
 
-    def switch(self, epoch: int) -> dict | None:
+    def switch(self, epoch: int, bar: tqdm | None = None) -> dict | None:
         """Initialise the pose table from the best heads, refine it by global search
-        (``search_rounds``), and drop the encoder. Returns the search's record, if any."""
+        (``search_rounds``), and drop the encoder. Returns the search's record, if any.
+        ``bar``: the run's progress bar, which shows the search's round and images."""
         config = self.config
         use = config.search_rounds > 0 and config.search_candidates
         candidates = self.encoder_pass(epoch, keep_candidates=use)
@@ -418,6 +419,15 @@ class AbInitio:
             if stages[0] != resolution_a:  # coarse first, then at the loss's resolution
                 stages.append(resolution_a)
             for stage_resolution_a in stages:
+
+                def show(round_: int, done: int, n: int, at: float = stage_resolution_a) -> None:
+                    if bar is not None:
+                        bar.set_description(
+                            f"epoch {epoch}/{config.epochs} pose search at {at:.0f} Å, round "
+                            f"{round_ + 1}/{config.search_rounds}"
+                        )
+                        bar.set_postfix_str(f"{done}/{n} img", refresh=True)
+
                 found = projection_matching(
                     self.volume,
                     self.data,
@@ -431,6 +441,7 @@ class AbInitio:
                     refine=config.search_refine,
                     max_shift_a=self.encoder.max_shift_a if config.predict_shifts else 0.0,
                     context=self.context,
+                    on_batch=show,
                 )
                 rotations, shifts = found.rotations, found.shifts_a
                 if searched:  # the coarse stage, kept apart
@@ -507,7 +518,8 @@ class AbInitio:
             head_change = None
             pose_change, moved_far = self._moved_since(before)
         switched = self._wants_switch(epoch, head_change, pose_change)
-        searched = self.switch(epoch) if switched else None
+        searched = self.switch(epoch, bar) if switched else None
+        bar.set_postfix_str("", refresh=False)
         if epoch == self.config.epochs and self.stage == AMORTIZED:
             self.encoder_pass(epoch)  # final poses from the trained encoder
         checked = None
@@ -555,6 +567,7 @@ class AbInitio:
         bar = tqdm(
             total=self.config.epochs * n,
             initial=self.epoch * n,
+            desc=f"epoch {self.epoch + 1}/{self.config.epochs} {self.stage}",
             unit="img",
             disable=not progress or not self.context.is_main,
             dynamic_ncols=True,
