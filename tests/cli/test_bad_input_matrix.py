@@ -205,3 +205,15 @@ def test_paths_with_spaces_and_non_ascii_characters(files, tmp_path):
     out = tmp_path / "out put ü"
     assert main(["backproject", str(star), "-o", str(out), "--half-maps", "--quiet"]) == 0
     assert (out / "fsc.csv").stat().st_size > 0
+
+
+def test_an_output_folder_without_write_permission_is_refused_first(files, capsys, monkeypatch):
+    """A read-only folder (as root, permissions are not enforced, so access() is made to say
+    no): refused before reading the input, naming the folder."""
+    import os
+
+    monkeypatch.setattr(os, "access", lambda path, mode: False)
+    out = files["root"] / "read_only_here"
+    assert main(["backproject", files["star"], "-o", str(out / "x"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no permission to write in" in err and str(files["root"]) in err

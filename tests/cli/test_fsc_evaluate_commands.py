@@ -159,3 +159,13 @@ def test_evaluate_pairs_repeated_images_in_order(poses, tmp_path):
     result = _evaluate(tmp_path / "expanded.star", tmp_path / "expanded.star", tmp_path / "eval")
     assert result["n_matched"] == 200
     assert result["median_rotation_error_deg"] < 1e-3 and result["mean_rotation_error_deg"] < 1e-3
+
+
+def test_evaluate_a_relion5_star_against_itself_scores_zero(tmp_path):
+    """cryoDRGN's RELION 5 fixture repeats image names; it once scored 14.5 degrees (mean)."""
+    from pathlib import Path
+
+    star = Path(__file__).resolve().parents[1] / "data" / "metadata" / "relion5.star"
+    result = _evaluate(star, star, tmp_path / "eval")
+    assert result["n_matched"] == 17
+    assert result["mean_rotation_error_deg"] < 1e-3
