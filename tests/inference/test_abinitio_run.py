@@ -5,6 +5,7 @@ import json
 import numpy as np
 import pytest
 import torch
+from tqdm import tqdm
 
 from cryohydra.cli.main import main as cli
 from cryohydra.geometry.rotations import exp_map
@@ -54,21 +55,21 @@ def test_auto_decoding_refines_perturbed_poses(dataset):
 def test_switch_after_fixed_epoch_and_modes_without_switch(dataset):
     particles = read_star(dataset / "particles.star")
     run = AbInitio(particles, _small(epochs=2, switch=1))
-    records = [run.run_epoch(_NoBar()) for _ in range(2)]
+    records = [run.run_epoch(tqdm(disable=True)) for _ in range(2)]
     assert run.switch_epoch == 1 and run.stage == AUTO_DECODING and run.encoder is None
     search = records[0]["pose_search"]  # the global search ran at the switch and is logged
     assert search["changed"][0] == 1.0 and 1 <= len(search["changed"]) <= 10
     assert "pose_search" not in records[1] and "coarse" not in search
     assert search["resolution_a"] == run.loss_resolution_a(1)
     coarse_first = AbInitio(particles, _small(epochs=2, switch=1, search_coarse_resolution_a=35.0))
-    search = coarse_first.run_epoch(_NoBar())["pose_search"]
+    search = coarse_first.run_epoch(tqdm(disable=True))["pose_search"]
     assert search["coarse"]["resolution_a"] == 35.0 and search["coarse"]["changed"][0] == 1.0
     assert search["resolution_a"] == coarse_first.loss_resolution_a(1) == 15.0
     plain = AbInitio(particles, _small(epochs=2, switch=1, search_rounds=0))
-    assert "pose_search" not in plain.run_epoch(_NoBar()) and plain.stage == AUTO_DECODING
+    assert "pose_search" not in plain.run_epoch(tqdm(disable=True)) and plain.stage == AUTO_DECODING
     for mode in ("amortized", "cryoai"):
         run = AbInitio(particles, _small(epochs=1, mode=mode))
-        record = run.run_epoch(_NoBar())
+        record = run.run_epoch(tqdm(disable=True))
         assert run.stage == AMORTIZED and run.encoder is not None
         assert len(record["head_usage"]) == (3 if mode == "amortized" else 2)
         rotations = torch.from_numpy(run.poses()[0])
@@ -102,7 +103,7 @@ def test_resolution_marches_after_the_switch_and_encoder_sees_a_cropped_box(data
     config = _small(epochs=6, switch=2, start_resolution_a=28.0, march_epochs=2, encoder_box=16)
     run = AbInitio(particles, config)
     assert run.encoder_box == 16  # the heads' input size follows it: a mismatch would fail
-    records = [run.run_epoch(_NoBar()) for _ in range(4)]
+    records = [run.run_epoch(tqdm(disable=True)) for _ in range(4)]
     limits = [r["loss_resolution_a"] for r in records]
     # 1/28 -> 1/14 linearly in frequency over two epochs after the switch at epoch 2.
     assert limits == pytest.approx([28.0, 28.0, 1 / ((1 / 28 + 1 / 14) / 2), 14.0])
@@ -116,7 +117,7 @@ def test_symmetry_check_never_worsens_a_particle_and_is_logged(dataset):
     particles = read_star(dataset / "particles.star")
     config = _small(epochs=4, switch=1, march_epochs=2, start_resolution_a=28.0)
     run = AbInitio(particles, config)
-    records = [run.run_epoch(_NoBar()) for _ in range(3)]
+    records = [run.run_epoch(tqdm(disable=True)) for _ in range(3)]
     assert "symmetry_check" not in records[0]  # amortized
     assert "symmetry_check" not in records[1]  # first auto-decoding epoch: still marching...
     checked = records[2]["symmetry_check"]  # ...done: checked at the final resolution
@@ -136,14 +137,6 @@ def test_symmetry_check_never_worsens_a_particle_and_is_logged(dataset):
     before = errors()
     run.symmetry_check(3)
     assert bool((errors() <= before + 1e-3 * before.abs()).all())
-
-
-class _NoBar:
-    def update(self, n):
-        pass
-
-    def set_description(self, text):
-        pass
 
 
 def _star_poses(path):
