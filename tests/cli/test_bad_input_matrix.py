@@ -59,6 +59,7 @@ def _base(files: dict, out: Path) -> dict[str, list[str]]:
         "analyze": [str(out)],
         "orient train": ["-o", str(out), "--particles", star, "--epochs", "1", "--box", "16"],
         "orient recover": [str(ORIENT_MODEL), star, "-o", str(out)],
+        "symmetry": [volume, "-o", str(out), "--candidates", "C2"],
     }
 
 
@@ -156,6 +157,10 @@ SPECIFIC = [
     ("simulate", ["--snr", "0"], "--snr"),
     ("reconstruct", ["--symmetry", "X7"], "X7"),
     ("evaluate", ["--symmetry", "X7"], "X7"),
+    ("backproject", ["--symmetry", "X7"], "X7"),
+    ("symmetry", ["--candidates", "C2", "X7"], "X7"),
+    ("symmetry", ["--threshold", "1.5"], "--threshold"),
+    ("symmetry", ["--margin", "0"], "--margin"),
 ]
 
 

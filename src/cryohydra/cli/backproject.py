@@ -7,6 +7,7 @@ random, seeded split and their gold-standard FSC (fsc.csv, fsc.png, fsc.json; re
 
 Example:
   cryohydra backproject sim/particles.star -o recon --half-maps
+  cryohydra backproject betagal.star -o recon --symmetry D2
 """
 
 from __future__ import annotations
@@ -16,7 +17,14 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-from cryohydra.cli.common import config_from_args, device, existing_dir, positive, read_input
+from cryohydra.cli.common import (
+    config_from_args,
+    device,
+    existing_dir,
+    positive,
+    read_input,
+    symmetry,
+)
 from cryohydra.io.errors import check_writable
 from cryohydra.io.run_folder import FSC_PLOT_FILE, MAP_FILE
 from cryohydra.metrics.fsc import plot_fsc
@@ -45,6 +53,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the images have no CTF (simulated without one); needed for an input without "
         "CTF columns, and ignores the CTF of one that has them",
     )
+    parser.add_argument(
+        "--symmetry",
+        type=symmetry,
+        default="C1",
+        help="point group to impose (C<n>, D<n>, T, O, I, I1-I4; RELION's axes): each image "
+        "is inserted at every symmetry mate of its pose",
+    )
     parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -65,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
         invert_contrast=config.invert_contrast,
         device=args.device,
         progress=not args.quiet,
+        symmetry=config.symmetry,
     )
     outdir.mkdir(parents=True, exist_ok=True)
     curve = write_reconstruction(result, outdir, half_maps=config.half_maps, force=args.force)

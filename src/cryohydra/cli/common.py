@@ -24,6 +24,7 @@ __all__ = [
     "HelpFormatter",
     "config_from_args",
     "device",
+    "fraction",
     "existing_dir",
     "existing_file",
     "non_negative",
@@ -124,6 +125,14 @@ def non_negative(kind: type):
     return parse
 
 
+def fraction(text: str) -> float:
+    """An argparse type: a number in (0, 1]."""
+    value = _number(float, text, "a number in (0, 1]")
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"expected a number in (0, 1], got {text}")
+    return value
+
+
 def positive_or_none(kind: type):
     """An argparse type: a number >= 0, where 0 means "none" (the default behaviour)."""
     check = non_negative(kind)
@@ -151,8 +160,8 @@ def existing_file(text: str) -> str:
 
 
 def symmetry(text: str) -> str:
-    """An argparse type: a point-group symbol, ``C<n>`` or ``D<n>``."""
-    from cryohydra.metrics.pose_error import point_group
+    """An argparse type: a point-group symbol (C<n>, D<n>, T, O, I, I1-I4)."""
+    from cryohydra.geometry.symmetry import point_group
 
     try:
         point_group(text)

@@ -17,6 +17,7 @@ from cryohydra.cli import (
     reconstruct,
     report,
     simulate,
+    symmetry,
 )
 from cryohydra.cli.common import HelpFormatter, check_output_folder
 from cryohydra.io.errors import InputFileError, OutputExistsError
@@ -30,6 +31,7 @@ SUBCOMMANDS = {
     "report": report,
     "analyze": analyze,
     "orient": orient,
+    "symmetry": symmetry,
 }
 
 

@@ -37,8 +37,6 @@ by ``c``, Å in its own frame), ``t_est = t_true + (R_est c)_xy`` for either han
 
 from __future__ import annotations
 
-import math
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,7 +44,8 @@ import numpy as np
 import roma
 import torch
 
-from cryohydra.geometry.rotations import exp_map, geodesic_distance
+from cryohydra.geometry.rotations import geodesic_distance
+from cryohydra.geometry.symmetry import Symmetry, point_group, symmetry_group
 
 __all__ = [
     "PoseErrors",
@@ -73,47 +72,6 @@ def _as_rotations(rotations: ArrayLike) -> torch.Tensor:
     if tensor.ndim != 3 or tensor.shape[-2:] != (3, 3):
         raise ValueError(f"expected (N, 3, 3) rotations, got shape {tuple(tensor.shape)}")
     return tensor
-
-
-def point_group(symbol: str) -> torch.Tensor:
-    """Rotations of the point group ``C<n>`` or ``D<n>`` (``n >= 1``), ``(G, 3, 3)`` float64.
-
-    RELION's orientation: the n-fold axis is z; D_n adds the 2-fold about x. ``G = n`` for
-    C_n and ``2 n`` for D_n. The identity comes first.
-    """
-    match = re.fullmatch(r"\s*([CcDd])\s*(\d+)\s*", symbol)
-    if match is None or int(match.group(2)) < 1:
-        raise ValueError(f"unsupported symmetry {symbol!r}: expected C<n> or D<n>, n >= 1")
-    kind, n = match.group(1).upper(), int(match.group(2))
-    angles = 2 * math.pi * torch.arange(n, dtype=torch.float64) / n
-    axis_z = torch.tensor([0.0, 0.0, 1.0], dtype=torch.float64)
-    cyclic = exp_map(angles[:, None] * axis_z)
-    if kind == "C":
-        return cyclic
-    flip_x = torch.diag(torch.tensor([1.0, -1.0, -1.0], dtype=torch.float64))
-    return torch.cat([cyclic, flip_x @ cyclic])
-
-
-Symmetry = str | np.ndarray | torch.Tensor
-
-
-def symmetry_group(symmetry: Symmetry) -> tuple[torch.Tensor, str]:
-    """The rotations ``(G, 3, 3)`` float64 of ``symmetry`` and a name for it.
-
-    ``symmetry`` is a point-group symbol (:func:`point_group`, axes in RELION's orientation)
-    or the group's rotations ``(G, 3, 3)`` in the map's own frame (``V(g x) = V(x)``), e.g.
-    the two-fold of a homodimer whose axis lies anywhere; the identity must be among them.
-    """
-    if isinstance(symmetry, str):
-        return point_group(symmetry), symmetry
-    group = _as_rotations(symmetry)
-    eye = torch.eye(3, dtype=torch.float64)
-    if not bool(((group - eye).abs().amax(dim=(-1, -2)) < 1e-6).any()):
-        raise ValueError("the symmetry rotations must include the identity")
-    orthogonal = group @ group.transpose(-1, -2)
-    if bool((orthogonal - eye).abs().amax() > 1e-5) or bool((torch.det(group) < 0).any()):
-        raise ValueError("the symmetry operators must be rotations")
-    return group, f"{len(group)} operators"
 
 
 def _mate_traces(estimated: torch.Tensor, targets: torch.Tensor, group: torch.Tensor):

@@ -38,6 +38,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cryohydra.geometry.symmetry import Symmetry, symmetry_group
 from cryohydra.io.particles import ParticleSet, random_half_split
 from cryohydra.metrics.fsc import radial_shell_index, shell_correlation
 from cryohydra.physics.fourier import ifft3_centered, shell_mean
@@ -160,24 +161,33 @@ class Accumulator:
     ``weight_sum`` ``(N, N, N)`` float32, ``sum P^T C^2`` (``N = L + 4``, origin at
     ``N // 2``), of the inserted Hermitian halves only; :attr:`numerator` and :attr:`weights`
     complete them on the ``L`` grid. Images are inserted up to ``radius_px`` (Fourier pixels;
-    default ``L // 2 - 1``).
+    default ``L // 2 - 1``). With a point group ``symmetry`` ``(G, 3, 3)`` each image is
+    inserted at every mate ``R g`` of its pose (symmetry expansion; ``docs/CONVENTIONS.md``),
+    so the sums, and the map, are those of the symmetric molecule.
     """
 
     box_size: int
     numerator_sum: torch.Tensor
     weight_sum: torch.Tensor
     radius_px: float | None = None
+    symmetry: torch.Tensor | None = None
     count: int = 0
     _plane: HalfPlane | None = field(default=None, repr=False)
 
     @staticmethod
-    def zeros(box_size: int, device=None, radius_px: float | None = None) -> Accumulator:
+    def zeros(
+        box_size: int,
+        device=None,
+        radius_px: float | None = None,
+        symmetry: torch.Tensor | None = None,
+    ) -> Accumulator:
         shape = (box_size + _MARGIN,) * 3
         return Accumulator(
             box_size,
             torch.zeros(shape, dtype=torch.complex64, device=device),
             torch.zeros(shape, dtype=torch.float32, device=device),
             radius_px,
+            None if symmetry is None else symmetry.to(device=device, dtype=torch.float32),
         )
 
     @property
@@ -203,8 +213,11 @@ class Accumulator:
         ctf_values = model.transfer_values(transfer) * plane.half
         values = values * ctf_values
         squares = ctf_values * ctf_values.div(plane.half)  # C^2, still at half weight on kx = 0
-        coords = torch.matmul(plane.coords, rotations.to(torch.float32))
-        _spread(self.numerator_sum, self.weight_sum, coords, values, squares)
+        rotations = rotations.to(torch.float32)
+        for mate in [None] if self.symmetry is None else self.symmetry:
+            pose = rotations if mate is None else rotations @ mate
+            coords = torch.matmul(plane.coords, pose)
+            _spread(self.numerator_sum, self.weight_sum, coords, values, squares)
         self.count += len(images)
 
     @property
@@ -273,12 +286,15 @@ def reconstruct_known_poses(
     device: str | torch.device = "cpu",
     progress: bool = True,
     halves: tuple[np.ndarray, np.ndarray] | None = None,
+    symmetry: Symmetry = "C1",
 ) -> Reconstruction:
     """Reconstruct from the set's poses, shifts and CTF, streaming its images in batches.
 
     The particles are split at random (``seed``) into two half-sets for the Wiener filter and
     the gold-standard FSC, or as given by ``halves`` (two arrays of particle indices, e.g. the
-    halves of an ab-initio run made on each half independently).
+    halves of an ab-initio run made on each half independently). ``symmetry`` (a point-group
+    symbol in RELION's orientation, or rotations ``(G, 3, 3)`` in the map's frame) is imposed
+    by symmetry expansion (:class:`Accumulator`).
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be a positive number of images, got {batch_size}")
@@ -291,11 +307,13 @@ def reconstruct_known_poses(
     box_size = particles.box_size or particles.load_images([0]).shape[-1]
     if halves is None:
         halves = random_half_split(len(particles), seed)
+    group, _ = symmetry_group(symmetry)
+    group = None if len(group) == 1 else group
     sign = -1.0 if invert_contrast else 1.0
     bar = tqdm(total=len(particles), desc="backproject", unit="img", disable=not progress)
 
     def accumulate(members: np.ndarray) -> Accumulator:
-        accumulator = Accumulator.zeros(box_size, device)
+        accumulator = Accumulator.zeros(box_size, device, symmetry=group)
         for start in range(0, len(members), batch_size):
             rows = members[start : start + batch_size]
             images = torch.from_numpy(particles.load_images(rows)).to(device) * sign

@@ -16,12 +16,15 @@ class BackprojectConfig:
         seed: seeds the random half-set split.
         batch_size: images read and inserted at a time.
         invert_contrast: the stack has dark particles.
+        symmetry: point group imposed (C<n>, D<n>, T, O, I, I1-I4 in RELION's orientation):
+            each image is inserted at every symmetry mate of its pose.
     """
 
     half_maps: bool = False
     seed: int = 0
     batch_size: int = 256
     invert_contrast: bool = False
+    symmetry: str = "C1"
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
