@@ -5,8 +5,8 @@ exactly symmetric map, its axes turned by a random ``Q``), the beta-galactosidas
 (D2), and, in the slow tier, HSP90 (a C2 homodimer) and 6UO9 (a heterodimer with a
 pseudo-two-fold: it must say C1).
 
-Measured (``detect_symmetry`` defaults, 64 px maps): 6UO9 at 3.5 Å/px C2 0.778 (C1 reported),
-HSP90 at 2.5 Å/px C2 0.923, 5A1A at 3.5 Å/px D2 0.998, blob maps 0.99 for their own group;
+Measured (``detect_symmetry`` defaults, 64 px maps): 6UO9 at 3.5 Å/px C2 0.771 (C1 reported),
+HSP90 at 2.5 Å/px C2 0.921, 5A1A at 3.5 Å/px D2 0.998, blob maps 0.99 for their own group;
 the threshold 0.85 sits between the pseudo- and the true two-fold.
 """
 

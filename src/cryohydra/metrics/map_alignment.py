@@ -51,6 +51,7 @@ __all__ = [
     "apply_alignment",
     "flip_handedness",
     "rotate_map",
+    "rotated_values",
     "self_alignment",
     "shift_map",
     "so3_grid",
@@ -142,6 +143,15 @@ def _transformed(
     shifts = None if shifts_px is None else shifts_px * oversampling
     values = _sample(source, _sampling_grid(points, rotations, shifts, source.shape[-1]))
     return values.reshape(-1, box, box, box)
+
+
+def rotated_values(
+    volume: torch.Tensor, points_px: torch.Tensor, rotations: torch.Tensor
+) -> torch.Tensor:
+    """``V(R^T x)`` at ``(P, 3)`` points ``x`` (pixels from index ``L // 2``) for each of
+    ``(B, 3, 3)`` rotations: ``(B, P)`` (trilinear, zero outside the box)."""
+    grid = _sampling_grid(points_px, rotations, None, volume.shape[-1])
+    return _sample(volume, grid)
 
 
 def rotate_map(volume: ArrayLike, rotations: ArrayLike, oversampling: int = 1) -> torch.Tensor:

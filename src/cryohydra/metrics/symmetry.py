@@ -35,8 +35,14 @@ import torch
 from cryohydra.geometry.rotations import exp_map
 from cryohydra.geometry.symmetry import Symmetry, point_group, rotation_axes, symmetry_group
 from cryohydra.metrics.fsc import ArrayLike, as_volume, soft_spherical_mask
-from cryohydra.metrics.map_alignment import rotate_map, shift_map
-from cryohydra.physics.fourier import fft3_centered, fourier_crop, frequency_grid_3d, ifft3_centered
+from cryohydra.metrics.map_alignment import rotate_map, rotated_values, shift_map
+from cryohydra.physics.fourier import (
+    fft3_centered,
+    fourier_crop,
+    frequency_grid_3d,
+    ifft3_centered,
+    index_grid_3d,
+)
 
 __all__ = [
     "DEFAULT_CANDIDATES",
@@ -71,25 +77,36 @@ def symmetrise_map(volume: ArrayLike, symmetry: Symmetry, oversampling: int = 2)
     return total / len(group)
 
 
-def _correlations(volume: torch.Tensor, rotations: torch.Tensor) -> torch.Tensor:
-    """Correlation of a normalised map with itself rotated by each of ``(B, 3, 3)``: ``(B,)``."""
+@dataclass(frozen=True)
+class _Prepared:
+    """A map ready for self-correlations: its values at the points of the mask's support
+    (``(P, 3)`` pixels from the centre), zero-mean and unit-norm there."""
+
+    volume: torch.Tensor
+    points: torch.Tensor
+    values: torch.Tensor
+
+
+def _correlations(prepared: _Prepared, rotations: torch.Tensor) -> torch.Tensor:
+    """Correlation of the map with itself rotated by each of ``(B, 3, 3)``: ``(B,)``."""
     out = []
     for start in range(0, len(rotations), _CHUNK):
-        rotated = rotate_map(volume, rotations[start : start + _CHUNK])
-        rotated = rotated - rotated.mean(dim=(-1, -2, -3), keepdim=True)
-        norms = rotated.flatten(1).norm(dim=1).clamp_min(1e-30)
-        out.append((rotated * volume).flatten(1).sum(dim=1) / norms)
+        chunk = rotations[start : start + _CHUNK].to(torch.float32)
+        rotated = rotated_values(prepared.volume, prepared.points, chunk)
+        rotated = rotated - rotated.mean(dim=1, keepdim=True)
+        norms = rotated.norm(dim=1).clamp_min(1e-30)
+        out.append(rotated @ prepared.values / norms)
     return torch.cat(out)
 
 
-def symmetry_correlation(volume: torch.Tensor, operators: torch.Tensor) -> float:
+def symmetry_correlation(prepared: _Prepared, operators: torch.Tensor) -> float:
     """Mean correlation of a prepared map (:func:`_prepare`) with itself under the
     non-identity ``operators`` ``(G, 3, 3)``."""
     eye = torch.eye(3, dtype=operators.dtype)
     others = operators[(operators - eye).abs().amax(dim=(-1, -2)) > 1e-6]
     if len(others) == 0:
         return 1.0
-    return float(_correlations(volume, others).mean())
+    return float(_correlations(prepared, others).mean())
 
 
 def _centre_of_mass_px(volume: torch.Tensor) -> torch.Tensor:
@@ -114,9 +131,12 @@ def _prepare(volume: torch.Tensor, pixel_size_a: float, coarse_box: int, lowpass
     smooth = ifft3_centered(fft3_centered(centred) * gain).real
     coarse = fourier_crop(smooth, min(coarse_box, box), ndim=3).float()
     size = coarse.shape[-1]
-    coarse = coarse * soft_spherical_mask(size, size / 2 - size / 8, size / 16)
-    coarse = coarse - coarse.mean()
-    return coarse / coarse.norm().clamp_min(1e-30), centre
+    mask = soft_spherical_mask(size, size / 2 - size / 8, size / 16)
+    coarse = coarse * mask
+    points = index_grid_3d(size).reshape(-1, 3)[mask.reshape(-1) > 0]
+    values = coarse.reshape(-1)[mask.reshape(-1) > 0]
+    values = values - values.mean()
+    return _Prepared(coarse, points, values / values.norm().clamp_min(1e-30)), centre
 
 
 def _hemisphere(nside: int) -> torch.Tensor:
@@ -129,7 +149,7 @@ def _turn(axes: torch.Tensor, fold: int) -> torch.Tensor:
 
 
 def _best_axes(
-    volume: torch.Tensor, fold: int, directions: torch.Tensor, keep: int
+    volume: _Prepared, fold: int, directions: torch.Tensor, keep: int
 ) -> list[tuple[float, torch.Tensor]]:
     """The ``keep`` best distinct axis directions of ``fold`` (coarse grid, then refined)."""
     scores = _correlations(volume, _turn(directions, fold))
@@ -145,7 +165,7 @@ def _best_axes(
 
 
 def _refine_axis(
-    volume: torch.Tensor, fold: int, axis: torch.Tensor, step_deg: float = 4.0, rounds: int = 4
+    volume: _Prepared, fold: int, axis: torch.Tensor, step_deg: float = 5.0, rounds: int = 5
 ) -> tuple[float, torch.Tensor]:
     """Pattern search of the axis on the sphere: 3 x 3 tilts of ``step``, halved each round."""
     best_axis = axis / axis.norm()
@@ -232,7 +252,7 @@ class SymmetryDetection:
 
 
 def _align_group(
-    volume: torch.Tensor,
+    volume: _Prepared,
     group: torch.Tensor,
     axes_by_fold: dict[int, list[tuple[float, torch.Tensor]]],
 ) -> tuple[float, torch.Tensor]:
@@ -279,7 +299,7 @@ def detect_symmetry(
     coarse_box: int = 32,
     score_box: int = 48,
     resolution_a: float | None = None,
-    nside: int = 8,
+    nside: int = 6,
     axes_per_fold: int = 3,
 ) -> SymmetryDetection:
     """Score ``candidates`` on the map and name the largest group scoring ``>= threshold``
@@ -297,7 +317,6 @@ def detect_symmetry(
     search, centre = _prepare(vol, pixel_size_a, coarse_box, 2.5 * coarse_pixel)
     score_pixel = pixel_size_a * box / min(score_box, box)
     judged, _ = _prepare(vol, pixel_size_a, score_box, resolution_a or 2 * score_pixel)
-    search, judged = search.to(torch.float32), judged.to(torch.float32)
     groups = {symbol: point_group(symbol) for symbol in candidates}
     folds = sorted({rotation_axes(g)[0][0] for g in groups.values() if len(g) > 1})
     directions = _hemisphere(nside)
