@@ -36,6 +36,10 @@ def test_finished_run_has_a_self_contained_report(finished):
         assert float(image[..., :3].std()) > 0.01, f"{name} is blank"
     assert "http://" not in page and "https://" not in page and "<script" not in page
     assert "finished" in page and "switch to auto-decoding after epoch" in page
+    # Every finished run scores point groups on its map and says which it shows.
+    detection = json.loads((finished / "summary.json").read_text())["symmetry_detection"]
+    assert detection["symbol"] and len(detection["scores"]) == 17
+    assert "point group of the map" in page and f"{detection['symbol']} (" in page
     for name in ("report_map.png", "report_fsc.png", "report_training.png"):
         assert (finished / name).stat().st_size > 1000
 

@@ -57,6 +57,7 @@ from cryohydra.metrics.fsc import plot_fsc
 from cryohydra.metrics.map_alignment import align_maps
 from cryohydra.metrics.pose_error import Symmetry, plot_pose_error_histogram, pose_errors
 from cryohydra.metrics.reference import ReferenceMap
+from cryohydra.metrics.symmetry import detect_symmetry
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
 from cryohydra.reconstruct.outputs import write_reconstruction
 from cryohydra.report import write_report
@@ -77,6 +78,7 @@ class JobOptions:
     force: bool = False
     reference_map: Path | None = None
     symmetry: Symmetry = "C1"  # a point-group symbol or rotations (G, 3, 3), for pose errors
+    detect_symmetry: bool = True  # score point groups on the final map (a few seconds)
     progress: bool = True
     report: bool = True  # write OUTDIR/report.html at the end
     workers: int = 0  # DataLoader processes reading batches ahead (the result is the same)
@@ -425,6 +427,8 @@ def _run_job(
         )
         plot_pose_error_histogram(errors, outdir / POSE_ERROR_PLOT_FILE)
         summary["pose_error"] = errors.to_dict()
+    if options.detect_symmetry:
+        summary["symmetry_detection"] = _detect_symmetry(result.full.cpu(), pixel, summary)
     plot_fsc(curves, outdir / FSC_PLOT_FILE, title="FSC")
     logs = [read_log(d / LOG_FILE) for d in run_dirs]
     warnings = convergence_warnings(logs, summary["half_map_resolution_a_0.143"], 2 * pixel)
@@ -436,6 +440,21 @@ def _run_job(
     if options.report:
         write_report(outdir)
     return summary
+
+
+def _detect_symmetry(volume: torch.Tensor, pixel_size_a: float, summary: dict) -> dict:
+    """The point group the final map shows (judged at its half-map resolution, or coarser),
+    logged with what to do about it."""
+    judged_at = summary["half_map_resolution_a_0.143"]
+    detection = detect_symmetry(volume, pixel_size_a, resolution_a=judged_at)
+    log.info("%s", detection.summary())
+    if detection.symbol != "C1":
+        log.info(
+            "the map looks %s-symmetric: check it, then try --symmetry %s",
+            detection.symbol,
+            detection.symbol,
+        )
+    return detection.to_dict()
 
 
 def _run_summary(run: AbInitio) -> dict:

@@ -223,12 +223,14 @@ class GroupScore:
 @dataclass(frozen=True)
 class SymmetryDetection:
     """The detected group (``C1`` if no candidate reached the threshold), every candidate's
-    score, and the map's centre of mass (Å from index ``L // 2``; the axes pass through it)."""
+    score, the map's centre of mass (Å from index ``L // 2``; the axes pass through it) and
+    the resolution (Å) at which the groups were scored."""
 
     symbol: str
     threshold: float
     scores: list[GroupScore] = field(default_factory=list)
     centre_a: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    resolution_a: float | None = None
 
     @property
     def best(self) -> GroupScore | None:
@@ -239,6 +241,7 @@ class SymmetryDetection:
             "symbol": self.symbol,
             "threshold": self.threshold,
             "centre_a": list(self.centre_a),
+            "resolution_a": self.resolution_a,
             "scores": [s.to_dict() for s in self.scores],
         }
 
@@ -307,7 +310,7 @@ def detect_symmetry(
     of its subgroups holds only approximately: a round map nearly fits many groups).
 
     The axes are searched on a ``coarse_box`` copy low-passed at 2.5 of its pixels; the
-    groups are scored on a ``score_box`` copy low-passed at ``resolution_a`` (default: 2 of
+    groups are scored on a ``score_box`` copy low-passed at ``resolution_a`` (at least 2 of
     its pixels), where a pseudo-symmetry (similar, not identical, chains) falls off faster
     than a true one. About 20 s for a 64^3 map on two CPU cores with the default candidates.
     """
@@ -316,7 +319,8 @@ def detect_symmetry(
     coarse_pixel = pixel_size_a * box / min(coarse_box, box)
     search, centre = _prepare(vol, pixel_size_a, coarse_box, 2.5 * coarse_pixel)
     score_pixel = pixel_size_a * box / min(score_box, box)
-    judged, _ = _prepare(vol, pixel_size_a, score_box, resolution_a or 2 * score_pixel)
+    judged_at = max(resolution_a or 0.0, 2 * score_pixel)
+    judged, _ = _prepare(vol, pixel_size_a, score_box, judged_at)
     groups = {symbol: point_group(symbol) for symbol in candidates}
     folds = sorted({rotation_axes(g)[0][0] for g in groups.values() if len(g) > 1})
     directions = _hemisphere(nside)
@@ -332,4 +336,4 @@ def detect_symmetry(
     passing = [s for s in scores if s.score >= max(threshold, top - margin)]
     chosen = max(passing, key=lambda s: (s.order, s.score)).symbol if passing else "C1"
     centre_a = tuple(float(c) * pixel_size_a for c in centre)
-    return SymmetryDetection(chosen, threshold, scores, centre_a)  # type: ignore[arg-type]
+    return SymmetryDetection(chosen, threshold, scores, centre_a, judged_at)  # type: ignore[arg-type]

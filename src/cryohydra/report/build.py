@@ -172,6 +172,17 @@ def _summary_rows(folder: RunFolder) -> list[tuple[str, object]]:
         errors = summary.get("pose_error")
         if errors:
             rows.append(("median rotation error (°)", f"{errors['median_rotation_error_deg']:.2f}"))
+        detection = summary.get("symmetry_detection")
+        if detection:
+            scores = {s["symbol"]: s["score"] for s in detection["scores"]}
+            top = max(scores.items(), key=lambda item: item[1], default=("C1", 0.0))
+            found = detection["symbol"]
+            text = (
+                f"{found} (score {scores[found]:.3f}); try --symmetry {found}"
+                if found != "C1"
+                else f"C1 (best candidate {top[0]} {top[1]:.3f} < {detection['threshold']})"
+            )
+            rows.append(("point group of the map", text))
         rows.append(("training time (min)", f"{summary['training_seconds'] / 60:.1f}"))
         rows.append(("Nyquist (Å)", f"{summary['nyquist_a']:.2f}"))
     return rows
