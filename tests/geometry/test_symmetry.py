@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from cryohydra.geometry.rotations import random_rotations
+from cryohydra.geometry.rotations import exp_map, geodesic_distance, random_rotations
 from cryohydra.geometry.symmetry import (
+    angle_modulo,
     asymmetric_unit_mask,
     canonical_mates,
     generator_axes,
@@ -153,6 +154,16 @@ def test_every_pose_has_one_mate_in_the_asymmetric_unit(symbol):
     assert bool(asymmetric_unit_mask(canonical, group).all())
     chosen = (mates - canonical[:, None]).abs().amax(dim=(-1, -2)).amin(dim=1)
     assert chosen.max() < 1e-12  # the canonical pose is a mate
+
+
+def test_angle_modulo_the_group_ignores_a_jump_to_a_mate():
+    group = point_group("D2")
+    poses = random_rotations(50, torch.Generator().manual_seed(4))
+    nudge = exp_map(torch.tensor([0.0, 0.0, 0.05], dtype=torch.float64))
+    mates = poses @ group[torch.arange(50) % 4] @ nudge
+    expected = torch.full((50,), 0.05, dtype=torch.float64)
+    torch.testing.assert_close(angle_modulo(poses, mates, group), expected, atol=1e-6, rtol=0)
+    assert float(geodesic_distance(poses, mates)[1::4].min()) > 1.0  # the mates are far
 
 
 def _apply_signed_permutation(volume: torch.Tensor, g: torch.Tensor) -> torch.Tensor:

@@ -271,7 +271,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="a known map: log the FSC against it",
     )
     evaluation.add_argument(
-        "--symmetry", type=symmetry, default="C1", help="point group for pose errors"
+        "--symmetry",
+        type=symmetry,
+        default="C1",
+        help="point group to impose (C<n>, D<n>, T, O, I, I1-I4; RELION's axes); pose errors "
+        "are scored modulo it",
     )
 
     running = parser.add_argument_group("running")

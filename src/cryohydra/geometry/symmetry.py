@@ -38,6 +38,7 @@ from cryohydra.geometry.rotations import exp_map
 
 __all__ = [
     "POINT_GROUPS",
+    "angle_modulo",
     "Symmetry",
     "asymmetric_unit_mask",
     "canonical_mates",
@@ -214,6 +215,14 @@ def asymmetric_unit_mask(rotations: torch.Tensor, group: torch.Tensor) -> torch.
     Dirichlet cell of the identity (``tr R >= tr(R g)`` for every ``g``, to within 1e-6)."""
     traces = _traces(rotations, group)
     return traces[:, 0] >= traces.amax(dim=1) - _TOLERANCE
+
+
+def angle_modulo(first: torch.Tensor, second: torch.Tensor, group: torch.Tensor) -> torch.Tensor:
+    """Angle (radians) between poses ``(N, 3, 3)`` up to the symmetry: ``min_g`` of the angle
+    of ``first^T second g``, ``(N,)``."""
+    relative = first.transpose(-1, -2) @ second
+    cosine = (_traces(relative, group).amax(dim=1) - 1) / 2
+    return torch.arccos(cosine.clamp(-1.0, 1.0))
 
 
 def canonical_mates(rotations: torch.Tensor, group: torch.Tensor) -> torch.Tensor:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
 
+from cryohydra.geometry.symmetry import point_group
 from cryohydra.inference.modes import MODES, Mode, get_mode
 
 __all__ = ["MODES", "ReconstructConfig"]
@@ -92,6 +93,9 @@ class ReconstructConfig:
             6,000 particles) one seed in three ends 132 degrees off; its loss after the first
             auto-decoding epoch was 4139 against 4023-4043 for the runs that succeeded
             (``docs/reconstruct.md``). Each start costs the amortized stage and the search again.
+        symmetry: point group imposed (C<n>, D<n>, T, O, I, I1-I4 in RELION's orientation):
+            the volume is kept symmetric, the pose search covers the group's asymmetric
+            unit and the maps are made by symmetry expansion.
         invert_contrast: the stack has dark particles.
         seed: seeds the initial volume, the encoder and the batch order.
     """
@@ -128,6 +132,7 @@ class ReconstructConfig:
     symmetry_check: bool = True
     symmetry_check_min_correlation: float = 0.0
     starts: int = 1
+    symmetry: str = "C1"
     invert_contrast: bool = False
     seed: int = 0
 
@@ -147,6 +152,7 @@ class ReconstructConfig:
             )
         if self.search_rounds < 0 or self.search_nside < 1:
             raise ValueError("search rounds must be >= 0 and the search nside >= 1")
+        point_group(self.symmetry)  # a ValueError naming an unknown group
         if self.march_epochs < 0:
             raise ValueError(f"march_epochs must be >= 0, got {self.march_epochs}")
         if self.encoder_box is not None and (self.encoder_box < 8 or self.encoder_box % 2):

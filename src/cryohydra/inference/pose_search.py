@@ -27,6 +27,7 @@ import torch
 
 from cryohydra.geometry.rotations import exp_map, geodesic_distance
 from cryohydra.geometry.sampling import so3_grid
+from cryohydra.geometry.symmetry import angle_modulo, asymmetric_unit_mask
 from cryohydra.inference.distributed import Context
 from cryohydra.io.batches import ParticleBatches
 from cryohydra.models.volume import HartleyVolume
@@ -187,16 +188,18 @@ def known_pose_map(
     resolution_a: float,
     batch_size: int = 512,
     context: Context | None = None,
+    symmetry: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The Wiener-filtered map ``(L, L, L)`` of ``data`` at its working box from the poses
     ``(N, 3, 3)``, ``(N, 2)`` Å, backprojected up to ``resolution_a`` (the reconstruction of
-    one round of :func:`projection_matching`; sums added over the ranks of a torchrun run)."""
+    one round of :func:`projection_matching`; sums added over the ranks of a torchrun run),
+    with each image at every mate of its pose under ``symmetry`` ``(G, 3, 3)`` if given."""
     context = context or Context()
     device = shifts_a.device
     box = data.working_box
     grid = data.grid_at(resolution_a)
     radius = _reconstruction_radius(grid)
-    halves = [Accumulator.zeros(box, device, radius) for _ in range(2)]
+    halves = [Accumulator.zeros(box, device, radius, symmetry) for _ in range(2)]
     n = len(data)
     for start in range(0, n, batch_size):
         batch = data.load(np.arange(start, min(n, start + batch_size)), grid)
@@ -314,6 +317,8 @@ def projection_matching(
     start_time = time.perf_counter()
     device = shifts_a.device
     grid_rotations = so3_grid(nside).to(device, torch.float32)
+    if volume.operators is not None:  # an imposed group: its asymmetric unit is enough
+        grid_rotations = grid_rotations[asymmetric_unit_mask(grid_rotations, volume.operators)]
     spacing = grid_spacing_deg(nside)
     steps = (spacing / 2, spacing / 4) if refine else ()
     pixel = data.pixel_size_a
@@ -332,7 +337,7 @@ def projection_matching(
         hartley = volume.hartley()
         found = torch.empty(n, 3, 3, device=device)
         found_shifts = shifts.clone()
-        halves = [Accumulator.zeros(box, device, radius) for _ in range(2)]
+        halves = [Accumulator.zeros(box, device, radius, volume.operators) for _ in range(2)]
         error_sum = 0.0
         for start in range(0, n, batch_size):
             if on_batch is not None:
@@ -378,7 +383,10 @@ def projection_matching(
         if current is None:
             n_changed = float(n)
         else:
-            angles = torch.rad2deg(geodesic_distance(found, current))
+            if volume.operators is None:
+                angles = torch.rad2deg(geodesic_distance(found, current))
+            else:  # a move to a symmetry mate is no move
+                angles = torch.rad2deg(angle_modulo(found, current, volume.operators))
             n_changed = float((angles > spacing / 2).sum())
         changed.append(context.sum_float(n_changed) / context.sum_float(float(n)))
         current, shifts = found, found_shifts

@@ -38,6 +38,7 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from cryohydra.geometry.rotations import geodesic_distance
+from cryohydra.geometry.symmetry import point_group
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.inference.distributed import Context, shard_batches, shard_rows
 from cryohydra.inference.frames import poses_into_reference_frame
@@ -109,7 +110,9 @@ class AbInitio:
         generator = torch.Generator().manual_seed(config.seed)
         sample = self.data.load(np.arange(min(n, _INIT_SAMPLE)))
         amplitude = HartleyVolume.amplitude_from_spectra(sample.spectra, self.data.grid)
-        self.volume = HartleyVolume(box, amplitude.cpu(), generator=generator).to(self.device)
+        self.volume = HartleyVolume(
+            box, amplitude.cpu(), generator=generator, symmetry=point_group(config.symmetry)
+        ).to(self.device)
         self.volume_optimizer = torch.optim.Adam(self.volume.parameters(), lr=config.volume_lr)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
@@ -388,8 +391,11 @@ class AbInitio:
         )
 
     def _wants_symmetry_check(self, epoch: int, stage: str) -> bool:
-        """After auto-decoding epochs at the final resolution (none after the last epoch)."""
+        """After auto-decoding epochs at the final resolution (none after the last epoch, none
+        when a point group is imposed)."""
         if not self.config.symmetry_check or stage != AUTO_DECODING or epoch >= self.config.epochs:
+            return False
+        if self.volume.operators is not None:  # an imposed group already holds every mate
             return False
         return self.loss_resolution_a(epoch) <= self.loss_resolution_a(self.config.epochs) + 1e-9
 
@@ -491,7 +497,12 @@ class AbInitio:
         rotations_t = torch.as_tensor(rotations, dtype=torch.float32, device=self.device)
         shifts_t = torch.as_tensor(shifts_a, dtype=torch.float32, device=self.device)
         volume = known_pose_map(
-            self.data, rotations_t, shifts_t, self.loss_resolution_a(1), context=self.context
+            self.data,
+            rotations_t,
+            shifts_t,
+            self.loss_resolution_a(1),
+            context=self.context,
+            symmetry=self.volume.operators,
         )
         with torch.no_grad():
             self.volume.load_map(volume)

@@ -314,6 +314,8 @@ def _run_job(
     started: float,
 ) -> dict:
     outdir = Path(options.outdir)
+    if config.symmetry != "C1" and isinstance(options.symmetry, str) and options.symmetry == "C1":
+        options = replace(options, symmetry=config.symmetry)  # pose errors modulo the group
     description = {
         "input": str(Path(particles.source).resolve()),
         "n_particles": len(particles),
@@ -397,6 +399,7 @@ def _run_job(
         device=device,
         progress=options.progress,
         halves=half_split,
+        symmetry=config.symmetry,
     )
     pixel = result.pixel_size_a
     curve = write_reconstruction(result, outdir, force=True)

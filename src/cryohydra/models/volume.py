@@ -11,6 +11,11 @@ A real Hartley volume is the transform of a real map, so the Fourier coefficient
 taken in Hartley space (the Fourier-slice theorem holds for it, the transform being linear and
 pointwise) at the grid's points and at their mirrors ``-k``, then turned into Fourier values.
 Coefficients outside the sphere of radius ``L / 2`` are held at zero.
+
+With a point group imposed (``symmetry``, rotations ``(G, 3, 3)``), the coefficients used
+everywhere are those of the symmetrised volume ``mean_g h(g^T k)`` (trilinear at the rotated
+grid points; the transform of ``V(g x)`` is ``h(g k)``): the learned ``m`` and ``e`` are
+unconstrained and every slice, map and gradient is that of a symmetric molecule.
 """
 
 from __future__ import annotations
@@ -24,12 +29,23 @@ from cryohydra.physics.fourier import (
     hartley3,
     hartley_to_fourier,
     ihartley3,
+    index_grid_3d,
     radius_grid_3d,
     shell_mean,
 )
-from cryohydra.physics.projector import SliceGrid, project
+from cryohydra.physics.projector import (
+    SliceGrid,
+    gather_trilinear,
+    project,
+    trilinear_corners,
+)
 
 __all__ = ["HartleyVolume", "radial_profile"]
+
+# Up to this many rotated points (G L^3) the trilinear corners of the symmetrisation are kept
+# (96 bytes a point, 384 MiB at the cap: D2 at 64 px is kept, I at 64 px or C2 at 128 px is
+# recomputed for every use, about 4x slower).
+_MAX_CACHED_POINTS = 4 * 2**20
 
 
 def radial_profile(values: torch.Tensor, radius_px: torch.Tensor, n_shells: int) -> torch.Tensor:
@@ -46,6 +62,7 @@ class HartleyVolume(nn.Module):
             (pixels); the exponent starts at its log.
         init_scale: standard deviation of the random initial mantissa.
         generator: seeds the random mantissa.
+        symmetry: ``(G, 3, 3)`` rotations of a point group to impose (``None``: none).
     """
 
     def __init__(
@@ -54,6 +71,7 @@ class HartleyVolume(nn.Module):
         amplitude: torch.Tensor | None = None,
         init_scale: float = 0.1,
         generator: torch.Generator | None = None,
+        symmetry: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if box_size % 2:
@@ -68,6 +86,12 @@ class HartleyVolume(nn.Module):
         mantissa = init_scale * torch.randn(box_size, box_size, box_size, generator=generator)
         self.mantissa = nn.Parameter(mantissa)
         self.exponent = nn.Parameter(exponent.contiguous())
+        operators = None
+        if symmetry is not None and len(symmetry) > 1:
+            operators = torch.as_tensor(symmetry, dtype=torch.float32)
+        # Not saved: the run's settings name the group, and a checkpoint stays loadable.
+        self.register_buffer("operators", operators, persistent=False)
+        self._corners: tuple[torch.Tensor, torch.Tensor] | None = None  # of g^T k, cached
 
     @staticmethod
     def from_state_dict(state: dict) -> HartleyVolume:
@@ -77,8 +101,24 @@ class HartleyVolume(nn.Module):
         return volume
 
     def hartley(self) -> torch.Tensor:
-        """``(L, L, L)`` Hartley coefficients ``m exp(e)``, zero outside the support."""
-        return self.mantissa * torch.exp(self.exponent) * self.support
+        """``(L, L, L)`` Hartley coefficients ``m exp(e)``, zero outside the support (and
+        symmetrised when a group is imposed)."""
+        coefficients = self.mantissa * torch.exp(self.exponent) * self.support
+        if self.operators is None:
+            return coefficients
+        box = self.box_size
+        points = index_grid_3d(box, device=coefficients.device).reshape(-1, 3)
+        if len(self.operators) * box**3 > _MAX_CACHED_POINTS:  # corners too big to keep
+            total = torch.zeros_like(coefficients.reshape(-1))
+            for operator in self.operators:
+                total = total + gather_trilinear(
+                    coefficients, *trilinear_corners(points @ operator, box)
+                )
+            return (total / len(self.operators)).reshape(box, box, box) * self.support
+        if self._corners is None or self._corners[0].device != coefficients.device:
+            self._corners = trilinear_corners(points @ self.operators, box)  # rows: g^T k
+        values = gather_trilinear(coefficients, *self._corners)  # (G, L^3)
+        return values.mean(dim=0).reshape(box, box, box) * self.support
 
     def slices(
         self, rotations: torch.Tensor, grid: SliceGrid, hartley: torch.Tensor | None = None

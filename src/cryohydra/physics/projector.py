@@ -20,6 +20,9 @@ import torch
 __all__ = [
     "SliceGrid",
     "project",
+    "sample_volume",
+    "trilinear_corners",
+    "gather_trilinear",
     "backproject",
     "slice_to_image",
     "image_to_slice",
@@ -156,9 +159,27 @@ def project(volume: torch.Tensor, rotations: torch.Tensor, grid: SliceGrid) -> t
     Returns:
         ``(B, P)`` values of ``V^(R^T k)`` at the grid's points (same dtype as ``volume``).
     """
-    volume_size = volume.shape[-1]
-    coords = _slice_coords(rotations, grid, volume_size)
-    indices, weights = _trilinear(coords, volume_size)
+    return sample_volume(volume, _slice_coords(rotations, grid, volume.shape[-1]))
+
+
+def sample_volume(volume: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
+    """Trilinear values ``(...)`` of a centred ``(N, N, N)`` volume at ``(..., 3)`` points
+    ``(x, y, z)`` in pixels from index ``N // 2`` (kept inside the volume); differentiable
+    with respect to the volume, deterministically (``index_add_`` backward)."""
+    return gather_trilinear(volume, *trilinear_corners(coords, volume.shape[-1]))
+
+
+def trilinear_corners(coords: torch.Tensor, volume_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The 8 corner indices into a flat ``(N, N, N)`` volume and their weights, ``(..., 8)``
+    each, of ``(..., 3)`` points (as :func:`sample_volume`), to be reused with
+    :func:`gather_trilinear` when the same points are sampled many times."""
+    return _trilinear(coords, volume_size)
+
+
+def gather_trilinear(
+    volume: torch.Tensor, indices: torch.Tensor, weights: torch.Tensor
+) -> torch.Tensor:
+    """``sum(volume[indices] * weights, -1)``: trilinear values at precomputed corners."""
     values = _Gather.apply(volume.reshape(-1), indices.reshape(-1)).reshape(indices.shape)
     return (values * weights.to(values.real.dtype)).sum(dim=-1)
 
