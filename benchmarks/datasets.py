@@ -25,6 +25,7 @@ CTF_TABLE = ROOT.parent / "tests" / "data" / "metadata" / "empiar10028_ctf.npy"
 MODELS = {
     "hsp90": (ROOT / "data" / "hsp90_hsp82_dimer.pdb.gz", 2.5),  # max radius 67 Å
     "6uo9": (default_structure(), 3.5),  # max radius 94 Å
+    "5a1a": (ROOT.parent / "tests" / "data" / "models" / "5a1a.cif.gz", 3.5),  # D2 tetramer
 }
 
 
@@ -44,7 +45,8 @@ def homodimer_two_fold(model_path: Path, chains: tuple[str, str] = ("A", "B")) -
     rotation = np.array(fit.transform.mat.tolist())
     axis = np.array([rotation[2, 1] - rotation[1, 2], rotation[0, 2] - rotation[2, 0], 0.0])
     axis[2] = rotation[1, 0] - rotation[0, 1]
-    if np.linalg.norm(axis) < 1e-3:  # near 180 degrees: the axis from R + I
+    angle = np.arccos(np.clip((np.trace(rotation) - 1) / 2, -1.0, 1.0))
+    if angle > 0.9 * np.pi:  # near 180 degrees the skew part is noise: the axis from R + I
         column = np.argmax(np.linalg.norm(rotation + np.eye(3), axis=0))
         axis = (rotation + np.eye(3))[:, column]
     axis /= np.linalg.norm(axis)
@@ -52,7 +54,24 @@ def homodimer_two_fold(model_path: Path, chains: tuple[str, str] = ("A", "B")) -
     return np.stack([np.eye(3), two_fold])
 
 
-SYMMETRY = {"hsp90": lambda: homodimer_two_fold(MODELS["hsp90"][0]), "6uo9": lambda: "C1"}
+def tetramer_d2(model_path: Path, chains: str = "ABCD") -> np.ndarray:
+    """The D2 rotations ``(4, 3, 3)`` of a tetramer in the simulated map's frame: the
+    identity, two perpendicular two-folds superposing the first chain on others, and their
+    product (in 5A1A the CA fit of A on C is not one of the three: two suffice)."""
+    folds = [homodimer_two_fold(model_path, (chains[0], other))[1] for other in chains[1:]]
+    for i, first in enumerate(folds):
+        for second in folds[i + 1 :]:
+            product = first @ second
+            if abs(np.trace(product) + 1) < 1e-3:  # a half turn: the axes are perpendicular
+                return np.stack([np.eye(3), first, second, product])
+    raise ValueError(f"{model_path}: no two perpendicular two-folds between chains {chains}")
+
+
+SYMMETRY = {
+    "hsp90": lambda: homodimer_two_fold(MODELS["hsp90"][0]),
+    "6uo9": lambda: "C1",
+    "5a1a": lambda: tetramer_d2(MODELS["5a1a"][0]),
+}
 
 
 @dataclass(frozen=True)
@@ -66,7 +85,8 @@ class Dataset:
 
     @property
     def symmetry(self) -> np.ndarray | str:
-        """For pose errors: HSP90 is a two-fold homodimer, 6UO9 a heterodimer."""
+        """For pose errors: HSP90 is a two-fold homodimer, 6UO9 a heterodimer, 5A1A a D2
+        tetramer."""
         return SYMMETRY[self.model]()
 
     @property
