@@ -274,8 +274,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--symmetry",
         type=symmetry,
         default="C1",
-        help="point group to impose (C<n>, D<n>, T, O, I, I1-I4; RELION's axes); pose errors "
-        "are scored modulo it",
+        help="point group to impose (C<n>, D<n>, T, O, I, I1-I4; RELION's axes; experimental: "
+        "it failed on D2 beta-galactosidase, see docs/symmetry.md); pose errors are scored "
+        "modulo it",
     )
 
     running = parser.add_argument_group("running")
