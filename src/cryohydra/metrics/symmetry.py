@@ -34,13 +34,16 @@ import torch
 
 from cryohydra.geometry.rotations import exp_map
 from cryohydra.geometry.symmetry import Symmetry, point_group, rotation_axes, symmetry_group
-from cryohydra.metrics.fsc import ArrayLike, as_volume, soft_spherical_mask
-from cryohydra.metrics.map_alignment import rotate_map, rotated_values, shift_map
+from cryohydra.metrics.fsc import ArrayLike, as_volume
+from cryohydra.metrics.map_alignment import (
+    _lowpass,
+    _mask,
+    rotate_map,
+    rotated_values,
+    shift_map,
+)
 from cryohydra.physics.fourier import (
-    fft3_centered,
     fourier_crop,
-    frequency_grid_3d,
-    ifft3_centered,
     index_grid_3d,
 )
 
@@ -126,12 +129,10 @@ def _prepare(volume: torch.Tensor, pixel_size_a: float, coarse_box: int, lowpass
     box = volume.shape[-1]
     centre = _centre_of_mass_px(volume)
     centred = shift_map(volume.to(torch.float64), -centre * pixel_size_a, pixel_size_a)
-    kx, ky, kz = frequency_grid_3d(box, pixel_size_a, dtype=torch.float64).unbind(-1)
-    gain = torch.exp(-0.5 * (kx**2 + ky**2 + kz**2) * lowpass_a**2)
-    smooth = ifft3_centered(fft3_centered(centred) * gain).real
-    coarse = fourier_crop(smooth, min(coarse_box, box), ndim=3).float()
+    smooth = _lowpass(centred, pixel_size_a, lowpass_a)
+    coarse = fourier_crop(smooth, min(coarse_box, box), ndim=3)
     size = coarse.shape[-1]
-    mask = soft_spherical_mask(size, size / 2 - size / 8, size / 16)
+    mask = _mask(size, None)
     coarse = coarse * mask
     points = index_grid_3d(size).reshape(-1, 3)[mask.reshape(-1) > 0]
     values = coarse.reshape(-1)[mask.reshape(-1) > 0]
