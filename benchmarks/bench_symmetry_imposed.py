@@ -5,7 +5,7 @@ centred (``datasets.py``), 2,000 and 10,000 particles; defaults otherwise. Pose 
 scored modulo the molecule's own group (from its chains, in the map's frame); the FSC 0.5 is
 against the truth, beside the known-pose map's. Each run appends a row to
 ``results/symmetry_imposed.json`` as it finishes (a row already there is skipped, so the
-benchmark resumes where it stopped).
+benchmark resumes where it stopped; ``--again`` adds a new row beside an old one).
 
   python benchmarks/bench_symmetry_imposed.py --sizes 2000
 """
@@ -41,6 +41,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[2000, 10_000])
     parser.add_argument("--models", nargs="+", default=list(GROUPS))
+    parser.add_argument(
+        "--groups", nargs="+", default=None, help="only these imposed groups (e.g. D2)"
+    )
+    parser.add_argument(
+        "--again", action="store_true", help="run even where a row exists (adds a new row)"
+    )
     args = parser.parse_args()
     for n in args.sizes:
         for model in args.models:
@@ -49,8 +55,10 @@ def main() -> None:
             known = reconstruct_known_poses(particles, progress=False)
             ceiling = reference_fsc(known.full.cpu(), dataset.ground_truth, known.pixel_size_a)
             for group in ("C1", GROUPS[model]):
+                if args.groups is not None and group not in args.groups:
+                    continue
                 key = (dataset.name, group)
-                if any((r["dataset"], r["imposed"]) == key for r in _rows()):
+                if not args.again and any((r["dataset"], r["imposed"]) == key for r in _rows()):
                     continue
                 started = time.perf_counter()
                 summary = run_job(

@@ -50,6 +50,7 @@ from cryohydra.inference.pose_search import known_pose_map, projection_matching
 from cryohydra.io.batches import Batch, ParticleBatches, epoch_batches
 from cryohydra.io.particles import ParticleSet
 from cryohydra.metrics.map_alignment import self_alignment
+from cryohydra.metrics.symmetry import standard_orientation
 from cryohydra.models.encoder import PoseEncoder
 from cryohydra.models.pose_table import PoseTable
 from cryohydra.models.volume import HartleyVolume
@@ -110,8 +111,15 @@ class AbInitio:
         generator = torch.Generator().manual_seed(config.seed)
         sample = self.data.load(np.arange(min(n, _INIT_SAMPLE)))
         amplitude = HartleyVolume.amplitude_from_spectra(sample.spectra, self.data.grid)
+        group = point_group(config.symmetry)
+        # An imposed group (more than the identity): from the switch on, about the axes found
+        # on the amortized stage's map (:meth:`into_group_frame`); from the start without one.
+        self.group = group.to(torch.float32) if len(group) > 1 else None
         self.volume = HartleyVolume(
-            box, amplitude.cpu(), generator=generator, symmetry=point_group(config.symmetry)
+            box,
+            amplitude.cpu(),
+            generator=generator,
+            symmetry=self.group if config.amortized_only else None,
         ).to(self.device)
         self.volume_optimizer = torch.optim.Adam(self.volume.parameters(), lr=config.volume_lr)
         with torch.random.fork_rng(devices=[]):
@@ -417,6 +425,11 @@ class AbInitio:
             "winners": self._gather(self.winners).detach().clone(),
         }
         rotations, shifts, searched = self.table.rotations, self.table.shifts_a, None
+        framed = None
+        if self.group is not None:
+            framed, rotations, shifts, candidates = self.into_group_frame(
+                epoch, rotations, shifts, candidates
+            )
         if config.search_rounds > 0:
             searched = {}
             resolution_a = self.loss_resolution_a(epoch)
@@ -463,7 +476,58 @@ class AbInitio:
                     }
                 )
         self.enter_auto_decoding(rotations, shifts, epoch)
+        if framed is not None:
+            searched = {**(searched or {}), "group_frame": framed}
         return searched
+
+    @torch.no_grad()
+    def into_group_frame(
+        self,
+        epoch: int,
+        rotations: torch.Tensor,
+        shifts_a: torch.Tensor,
+        candidates: torch.Tensor | None,
+    ) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """Before imposing the run's group at the switch: find its axes on the amortized
+        stage's map (:func:`~cryohydra.metrics.symmetry.standard_orientation`), turn and centre
+        the map onto the group's RELION axes and move the poses ``(n, 3, 3)``, ``(n, 2)`` Å and
+        the heads' candidates ``(n, C, 3, 3)`` along; the volume imposes the group from here.
+
+        Imposing a group from the first epoch instead lets the particles settle in frames that
+        differ by an element of the group's normaliser (a quarter turn about z for D2): the
+        map of beta-galactosidase (D2) came out D4-like, 44 degrees off (docs/symmetry.md)."""
+        found = None
+        if self.context.is_main:  # one rank aligns; every rank gets its result
+            found = standard_orientation(
+                self.volume.to_map().cpu(),
+                self.data.pixel_size_a,
+                self.config.symmetry,
+                resolution_a=self.loss_resolution_a(epoch),
+            )
+        found = self.context.broadcast_object(found)
+        moved, moved_shifts = poses_into_reference_frame(
+            rotations.cpu().double().numpy(), shifts_a.cpu().double().numpy(), found
+        )
+        if candidates is not None:
+            flat = candidates.reshape(-1, 3, 3).cpu().double().numpy()
+            turned, _ = poses_into_reference_frame(flat, np.zeros((len(flat), 2)), found)
+            candidates = torch.from_numpy(turned).to(candidates).reshape(candidates.shape)
+        self.volume.load_map(found.aligned_map.to(self.device))
+        self.volume.impose(self.group)
+        angle = geodesic_distance(found.rotation, torch.eye(3, dtype=torch.float64))
+        record = {
+            "group": self.config.symmetry,
+            "score": found.correlation,
+            "turned_deg": float(torch.rad2deg(angle)),
+            "shift_a": [float(v) for v in found.shift_a],
+        }
+        as_tensor = {"device": self.device, "dtype": torch.float32}
+        return (
+            record,
+            torch.from_numpy(moved).to(**as_tensor),
+            torch.from_numpy(moved_shifts).to(**as_tensor),
+            candidates,
+        )
 
     def enter_auto_decoding(self, rotations: torch.Tensor, shifts_a, epoch: int) -> None:
         """The pose table from these poses; the encoder dropped; a fresh volume optimiser (the
@@ -480,6 +544,7 @@ class AbInitio:
         )
         self.stage = AUTO_DECODING
         self.switch_epoch = epoch
+        self.volume.impose(self.group)
 
     def start_from_poses(self, rotations: np.ndarray, shifts_a: np.ndarray | None) -> None:
         """Skip the amortized stage (``--init-poses``): auto-decoding starts from the given
@@ -502,7 +567,7 @@ class AbInitio:
             shifts_t,
             self.loss_resolution_a(1),
             context=self.context,
-            symmetry=self.volume.operators,
+            symmetry=self.group,
         )
         with torch.no_grad():
             self.volume.load_map(volume)
@@ -674,6 +739,8 @@ class AbInitio:
         self.stage = state["stage"]
         self.switch_epoch = state["switch_epoch"]
         self.volume.load_state_dict(state["volume"])
+        imposed = self.stage == AUTO_DECODING or self.config.amortized_only
+        self.volume.impose(self.group if imposed else None)
         self.volume_optimizer.load_state_dict(state["volume_optimizer"])
         if state["encoder"] is None:
             self.encoder = None

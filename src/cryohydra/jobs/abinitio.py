@@ -198,6 +198,16 @@ def _train(
             torch.from_numpy(shifts),
             winners if record["stage"] == AMORTIZED else None,
         )
+        frame = (record.get("pose_search") or {}).get("group_frame")
+        if frame is not None:
+            log.info(
+                "imposing %s from epoch %d: its axes found on the map (score %.3f), map and "
+                "poses turned by %.1f degrees onto RELION's axes",
+                frame["group"],
+                record["epoch"] + 1,
+                frame["score"],
+                frame["turned_deg"],
+            )
         with log_path.open("a") as stream:
             stream.write(json.dumps(record) + "\n")
         atomic_save(state, checkpoint)

@@ -24,6 +24,7 @@ lower, and how much lower sets the threshold (``docs/symmetry.md``).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -36,8 +37,10 @@ from cryohydra.geometry.rotations import exp_map
 from cryohydra.geometry.symmetry import Symmetry, point_group, rotation_axes, symmetry_group
 from cryohydra.metrics.fsc import ArrayLike, as_volume
 from cryohydra.metrics.map_alignment import (
+    MapAlignment,
     _lowpass,
     _mask,
+    apply_alignment,
     rotate_map,
     rotated_values,
     shift_map,
@@ -54,6 +57,7 @@ __all__ = [
     "GroupScore",
     "SymmetryDetection",
     "detect_symmetry",
+    "standard_orientation",
     "symmetrise_map",
     "symmetry_correlation",
 ]
@@ -338,3 +342,30 @@ def detect_symmetry(
     chosen = max(passing, key=lambda s: (s.order, s.score)).symbol if passing else "C1"
     centre_a = tuple(float(c) * pixel_size_a for c in centre)
     return SymmetryDetection(chosen, threshold, scores, centre_a, judged_at)  # type: ignore[arg-type]
+
+
+def standard_orientation(
+    volume: ArrayLike,
+    pixel_size_a: float,
+    symbol: str,
+    resolution_a: float | None = None,
+) -> MapAlignment:
+    """The transform that brings the map's own ``symbol`` axes onto the group's RELION axes
+    through index ``L // 2``: ``aligned(x) = V(Q x + c)``, with ``Q`` the group's best
+    orientation on the map and ``c`` its centre of mass (:func:`detect_symmetry` with this one
+    candidate). As a :class:`MapAlignment` (``R = Q^T``, ``s = -Q^T c``), so
+    :func:`cryohydra.inference.frames.poses_into_reference_frame` moves the particles' poses
+    along; ``correlation`` is the group's score."""
+    vol = as_volume(volume, torch.float32, even=True)
+    found = detect_symmetry(
+        vol, pixel_size_a, candidates=(symbol,), threshold=-math.inf, resolution_a=resolution_a
+    )
+    if not found.scores:  # C1: nothing to align
+        rotation, shift = torch.eye(3, dtype=torch.float64), torch.zeros(3, dtype=torch.float64)
+        score = 1.0
+    else:
+        rotation = torch.from_numpy(found.scores[0].orientation).T.to(torch.float64)
+        shift = -rotation @ torch.tensor(found.centre_a, dtype=torch.float64)
+        score = found.scores[0].score
+    alignment = MapAlignment(rotation, shift, False, score, vol, float(pixel_size_a))
+    return dataclasses.replace(alignment, aligned_map=apply_alignment(vol, alignment))

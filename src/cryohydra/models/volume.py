@@ -86,12 +86,19 @@ class HartleyVolume(nn.Module):
         mantissa = init_scale * torch.randn(box_size, box_size, box_size, generator=generator)
         self.mantissa = nn.Parameter(mantissa)
         self.exponent = nn.Parameter(exponent.contiguous())
+        # Not saved: the run's settings name the group, and a checkpoint stays loadable.
+        self.register_buffer("operators", None, persistent=False)
+        self._corners: tuple[torch.Tensor, torch.Tensor] | None = None  # of g^T k, cached
+        self.impose(symmetry)
+
+    def impose(self, symmetry: torch.Tensor | None) -> None:
+        """Impose the point group ``(G, 3, 3)`` from now on (``None`` or one operator: none);
+        the learned coefficients are kept, the ones used are their symmetrised version."""
         operators = None
         if symmetry is not None and len(symmetry) > 1:
-            operators = torch.as_tensor(symmetry, dtype=torch.float32)
-        # Not saved: the run's settings name the group, and a checkpoint stays loadable.
-        self.register_buffer("operators", operators, persistent=False)
-        self._corners: tuple[torch.Tensor, torch.Tensor] | None = None  # of g^T k, cached
+            operators = torch.as_tensor(symmetry, dtype=torch.float32, device=self.support.device)
+        self.operators = operators
+        self._corners = None
 
     @staticmethod
     def from_state_dict(state: dict) -> HartleyVolume:
