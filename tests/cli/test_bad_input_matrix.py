@@ -222,3 +222,46 @@ def test_an_output_folder_without_write_permission_is_refused_first(files, capsy
     assert main(["backproject", files["star"], "-o", str(out / "x"), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "no permission to write in" in err and str(files["root"]) in err
+
+
+@pytest.fixture(scope="module")
+def unusable_images(files, tmp_path_factory):
+    """A copy of the set in which the 3rd particle's image holds a NaN and the 10th is
+    constant (a pick off the micrograph's edge, extracted as zeros)."""
+    import shutil
+
+    import mrcfile
+    import numpy as np
+
+    source = Path(files["star"]).parent
+    folder = tmp_path_factory.mktemp("unusable")
+    blocks = starfile.read(source / "particles.star", always_dict=True)
+    names = blocks["particles"]["rlnImageName"]
+    stacks = {name.split("@")[1] for name in names}
+    for stack in stacks:
+        shutil.copy(source / stack, folder / stack)
+    for row, value in ((2, np.nan), (9, 0.0)):
+        index, stack = names[row].split("@")
+        with mrcfile.mmap(folder / stack, mode="r+") as mrc:
+            if value == value:  # constant
+                mrc.data[int(index) - 1] = value
+            else:
+                mrc.data[int(index) - 1, 3, 4] = value
+    starfile.write(blocks, folder / "particles.star")
+    return folder / "particles.star", [names[2], names[9]]
+
+
+@pytest.mark.parametrize("command", ["backproject", "reconstruct"])
+def test_nan_and_constant_images_are_refused_before_any_work(
+    unusable_images, tmp_path, capsys, command
+):
+    star, bad = unusable_images
+    out = tmp_path / "out"
+    args = [command, str(star), "-o", str(out), "--quiet"]
+    assert main(args + (["--epochs", "1"] if command == "reconstruct" else [])) == 2
+    err = capsys.readouterr().err
+    assert "2 of the 64 images" in err and "Traceback" not in err
+    for name, why in zip(bad, ("NaN or infinite", "constant"), strict=True):
+        index, stack = name.split("@")
+        assert f"{Path(stack).name} image {int(index)}: {why}" in err
+    assert not out.exists()

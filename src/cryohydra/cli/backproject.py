@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
     names = output_names(half_maps=config.half_maps) + [SETTINGS_FILE]
     names += [FSC_PLOT_FILE] if config.half_maps else []
     particles = read_input(args.particles, args.datadir, args.no_ctf)
+    particles.scan_images()  # a NaN, infinite or constant image: refused before any work
     for name in names:
         check_writable(outdir / name, args.force)
     result = reconstruct_known_poses(

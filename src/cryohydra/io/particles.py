@@ -220,11 +220,39 @@ class ParticleSet:
                     f"{self.box_size} px",
                 )
 
-    def load_images(self, indices: np.ndarray | None = None) -> np.ndarray:
+    def scan_images(self, chunk: int = 1024) -> int:
+        """Read every image once and refuse the set, before any work, if an image holds NaN or
+        infinity or is constant (one value everywhere: an extraction off the micrograph or an
+        empty slot). The :class:`InputFileError` names the stack and the 1-based index of each
+        (the first 10) and how many there are. Returns the number of images read."""
+        bad: list[tuple[str, int, str]] = []
+        count = 0
+        for start in range(0, len(self), chunk):
+            rows = np.arange(start, min(len(self), start + chunk))
+            flat = self.load_images(rows, check_finite=False).reshape(len(rows), -1)
+            finite = np.isfinite(flat).all(axis=1)
+            constant = finite & (flat.max(axis=1, initial=0) == flat.min(axis=1, initial=0))
+            for row in rows[~finite | constant]:
+                reason = "NaN or infinite values" if not finite[row - start] else "constant"
+                bad.append((str(self.image_paths[row]), int(self.image_indices[row]) + 1, reason))
+            count += len(rows)
+        if bad:
+            listed = "; ".join(f"{Path(p).name} image {i}: {why}" for p, i, why in bad[:10])
+            more = f" (and {len(bad) - 10} more)" if len(bad) > 10 else ""
+            raise InputFileError(
+                bad[0][0],
+                f"{len(bad)} of the {len(self)} images in {self.source.name} cannot be used: "
+                f"{listed}{more}. Remove them from the STAR file (or re-extract them)",
+            )
+        return count
+
+    def load_images(
+        self, indices: np.ndarray | None = None, check_finite: bool = True
+    ) -> np.ndarray:
         """Images at ``indices`` (default all) as ``(B, L, L)`` float32, read from the stacks.
 
         Raises :class:`InputFileError` for a missing stack, an index past its end, a box size
-        different from the set's, or an image holding NaN or infinity.
+        different from the set's, or (``check_finite``) an image holding NaN or infinity.
         """
         if indices is None:
             indices = np.arange(len(self))
@@ -259,7 +287,7 @@ class ParticleSet:
             out[rows[order]] = data[wanted[order]]
         if out is None:
             return np.empty((0, self.box_size or 0, self.box_size or 0), dtype=np.float32)
-        bad = ~np.isfinite(out).all(axis=(1, 2))
+        bad = ~np.isfinite(out).all(axis=(1, 2)) if check_finite else np.zeros(0, dtype=bool)
         if bad.any():
             first = int(np.nonzero(bad)[0][0])
             raise InputFileError(

@@ -345,6 +345,13 @@ def _run_job(
     failure = None
     if context.is_main:
         try:
+            scan_started = time.perf_counter()
+            particles.scan_images()  # a NaN, infinite or constant image: refused before any work
+            log.info(
+                "read the %d images: none holds NaN or infinity or is constant (%.1f s)",
+                len(particles),
+                time.perf_counter() - scan_started,
+            )
             claim(outdir, description, options.resume, options.force)
         except InputFileError as error:
             failure = error
