@@ -21,7 +21,7 @@ import torch
 
 from cryohydra.cli.main import main as cli
 from cryohydra.data import default_structure
-from cryohydra.geometry.symmetry import point_group
+from cryohydra.geometry.symmetry import asymmetric_unit_mask, point_group
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.io.mrc import read_map, write_map
 from cryohydra.io.star import read_star
@@ -75,16 +75,30 @@ def test_imposing_the_group_reaches_the_truth_and_beats_c1(d2_set, tmp_path):
     )
 
 
-def test_a_short_imposed_run_writes_a_symmetric_map(simulated_set, tmp_path):
-    """The group reaches the final map (and the run's settings) through the command line."""
+@pytest.mark.parametrize(
+    "symbol", ["C4", *(pytest.param(g, marks=pytest.mark.slow) for g in ("T", "O", "I"))]
+)
+def test_a_short_imposed_run_writes_a_symmetric_map(simulated_set, tmp_path, symbol):
+    """The group reaches the final map, the poses and the run's settings through the command
+    line, and the switch turned the map onto the group's axes (polyhedral groups included)."""
     data = simulated_set(n_particles=256, snr=10.0, seed=4)
-    out = tmp_path / "c4"
+    out = tmp_path / symbol
     args = ["reconstruct", str(data / "particles.star"), "-o", str(out), "--quiet"]
-    assert cli(args + ["--epochs", "2", "--switch", "1", "--symmetry", "C4"]) == 0
+    assert cli(args + ["--epochs", "2", "--switch", "1", "--symmetry", symbol]) == 0
     volume = torch.from_numpy(np.asarray(read_map(out / "map.mrc")[0], dtype=np.float32))
-    turned = rotate_map(volume, point_group("C4")[1])  # a quarter turn: exact on the grid
-    inner = (slice(1, None),) * 3
-    assert float((turned - volume)[inner].norm() / volume[inner].norm()) < 1e-5
+    group = point_group(symbol)
+    if symbol == "C4":  # a quarter turn: exact on the grid
+        turned = rotate_map(volume, group[1])
+        inner = (slice(1, None),) * 3
+        assert float((turned - volume)[inner].norm() / volume[inner].norm()) < 1e-5
+    else:  # trilinear on an upsampled copy: the smallest correlation over the operators
+        turned = rotate_map(volume, group[1:], oversampling=2).reshape(len(group) - 1, -1)
+        flat = volume.reshape(-1)
+        assert float(torch.nn.functional.cosine_similarity(turned, flat[None]).min()) > 0.98
+    rotations = torch.from_numpy(read_star(out / "particles.star").require_poses()[0])
+    assert bool(asymmetric_unit_mask(rotations, group).all())
     description = json.loads((out / "cryohydra-run.json").read_text())
-    assert description["config"]["symmetry"] == "C4"
+    assert description["config"]["symmetry"] == symbol
     assert json.loads((out / "summary.json").read_text())["pose_error"]
+    switched = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()][0]
+    assert switched["pose_search"]["group_frame"]["group"] == symbol

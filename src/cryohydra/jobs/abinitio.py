@@ -23,6 +23,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from cryohydra.geometry.symmetry import canonical_mates, point_group
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.inference.diagnostics import convergence_warnings
 from cryohydra.inference.distributed import Context, process_group
@@ -407,6 +408,9 @@ def _run_job(
         if (run_dir / STARTS_FILE).exists():
             entry["starts"] = json.loads((run_dir / STARTS_FILE).read_text())
 
+    if config.symmetry != "C1":  # each pose as its mate in the group's asymmetric unit
+        group = point_group(config.symmetry)
+        rotations = canonical_mates(torch.from_numpy(rotations), group).numpy()
     estimated = bare.with_poses(rotations, shifts if config.predict_shifts else None)
     write_star(outdir / PARTICLES_FILE, estimated, force=True)
     result = reconstruct_known_poses(
