@@ -48,6 +48,7 @@ def main() -> None:
         "--again", action="store_true", help="run even where a row exists (adds a new row)"
     )
     args = parser.parse_args()
+    code = commit()  # the code this process imported, even if a commit lands meanwhile
     for n in args.sizes:
         for model in args.models:
             dataset = standard(model, False, n_particles=n)
@@ -84,7 +85,7 @@ def main() -> None:
                     "training_min": summary["training_seconds"] / 60,
                     "total_min": (time.perf_counter() - started) / 60,
                     "detected": summary["symmetry_detection"]["symbol"],
-                    "commit": commit(),
+                    "commit": code,
                 }
                 _save([*_rows(), row])
                 print(json.dumps(row), flush=True)

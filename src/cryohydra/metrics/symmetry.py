@@ -369,22 +369,30 @@ def detect_symmetry(
     folds = sorted({rotation_axes(g)[0][0] for g in groups.values()})
     directions = _hemisphere(nside)
 
-    def aligned(centre: torch.Tensor) -> dict[str, tuple[float, torch.Tensor]]:
+    def aligned(centre: torch.Tensor, near: dict | None = None) -> tuple[dict, dict]:
+        """Each group's (coarse score, Q) about ``centre``, and the axes of each fold (the
+        grid searched, or only refined from the axes ``near``)."""
         search = coarse(centre)
-        axes_by_fold = {f: _best_axes(search, f, directions, axes_per_fold) for f in folds}
-        return {s: _align_group(search, g, axes_by_fold) for s, g in groups.items()}
+        if near is None:
+            axes = {f: _best_axes(search, f, directions, axes_per_fold) for f in folds}
+        else:
+            axes = {f: [_refine_axis(search, f, u) for _, u in near[f]] for f in folds}
+        return {s: _align_group(search, g, axes) for s, g in groups.items()}, axes
 
     # Axes about the centre of mass; the centre refined for the best group (on the coarse
-    # copy, to 1/8 pixel); the axes found again about it.
+    # copy, to 1/8 pixel); the axes found again about it if it moved half a pixel or more.
     centre = _centre_of_mass_px(vol)
-    if groups:
-        first = aligned(centre)
-        symbol = max(first, key=lambda s: first[s][0])
-        q = first[symbol][1]
-        centre = _refine_centre(coarse, q @ groups[symbol] @ q.T, centre)
+    found, axes = aligned(centre)
+    if found:
+        symbol = max(found, key=lambda s: found[s][0])
+        q = found[symbol][1]
+        refined = _refine_centre(coarse, q @ groups[symbol] @ q.T, centre)
+        if float((refined - centre).norm()) >= 0.5:
+            found, _ = aligned(refined, near=axes)
+        centre = refined
     judged = fine(centre)
     scores = []
-    for symbol, (_, q) in aligned(centre).items():
+    for symbol, (_, q) in found.items():
         group = groups[symbol]
         score = symmetry_correlation(judged, q @ group @ q.T)
         scores.append(GroupScore(symbol, len(group), score, q.numpy()))
