@@ -28,6 +28,7 @@ from cryohydra.geometry.sampling import preferred_orientations, uniform_euler, u
 from cryohydra.io.errors import InputFileError, check_writable
 from cryohydra.io.mrc import StackWriter, read_map, write_map
 from cryohydra.io.particles import CTFParams, ParticleSet
+from cryohydra.io.read import read_particles
 from cryohydra.io.star import write_star
 from cryohydra.io.structure import read_atomic_model
 from cryohydra.physics.atoms import density_map
@@ -38,9 +39,17 @@ from cryohydra.physics.imaging import (
     ImagingModel,
     spectra_to_images,
 )
+from cryohydra.physics.noise import NoiseSpectrum, background_power_spectrum, coloured_noise
 from cryohydra.physics.projector import SliceGrid
 
-__all__ = ["SimulationConfig", "simulate", "load_structure", "load_ctf_table", "sample_ctf"]
+__all__ = [
+    "SimulationConfig",
+    "simulate",
+    "load_structure",
+    "load_ctf_table",
+    "load_noise_spectrum",
+    "sample_ctf",
+]
 
 ORIENTATIONS = ("uniform", "euler", "preferred")
 MODEL_SUFFIXES = (".pdb", ".cif", ".ent", ".mmcif", ".gz")
@@ -81,6 +90,7 @@ class SimulationConfig:
     amplitude_contrast: float = 0.1
     bfactor_a2: float = 0.0
     contrast_sign: int = 1
+    noise_spectrum: str | None = None
     seed: int = 0
     chunk_size: int = 1000
     oversampling: int = 2
@@ -105,6 +115,8 @@ class SimulationConfig:
             )
         if self.ctf and self.ctf_table is not None:
             load_ctf_table(self.ctf_table)
+        if self.noise_spectrum is not None:
+            load_noise_spectrum(self.noise_spectrum)
 
 
 def load_structure(
@@ -176,6 +188,23 @@ def load_ctf_table(path: str | Path) -> np.ndarray:
     return table
 
 
+def load_noise_spectrum(path: str | Path, max_images: int = 2000) -> NoiseSpectrum:
+    """The noise spectrum at ``path``: a ``.json`` saved by :meth:`NoiseSpectrum.save`, or
+    particles (a RELION STAR or cryoSPARC .cs file) whose background it is estimated from (the
+    first ``max_images``); :class:`InputFileError` naming the file for anything else."""
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        try:
+            return NoiseSpectrum.load(path)
+        except (ValueError, KeyError, TypeError) as err:
+            raise InputFileError(path, f"is not a saved noise spectrum ({err})") from None
+    particles = read_particles(path)  # a STAR or .cs (it names the file for anything else)
+    rows = np.arange(min(len(particles), max_images))
+    images = torch.from_numpy(particles.load_images(rows))
+    pixel_size_a = float(np.median(particles.pixel_size_a))
+    return background_power_spectrum(images, pixel_size_a)
+
+
 def sample_ctf(config: SimulationConfig, rng: np.random.Generator) -> CTFParams:
     """Per-particle CTF: rows of a real table (``config.ctf_table``) or drawn from ranges."""
     n = config.n_particles
@@ -234,6 +263,7 @@ def simulate(
     paths = _outputs(Path(outdir), force)
     write_map(paths["map"], volume.numpy(), pixel_size_a, force=force)
 
+    spectrum = None if config.noise_spectrum is None else load_noise_spectrum(config.noise_spectrum)
     rng = np.random.default_rng(config.seed)
     rotations = sample_orientations(config, rng)
     shifts_a = rng.normal(scale=config.shift_std_a, size=(config.n_particles, 2))
@@ -269,7 +299,11 @@ def simulate(
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             clean = torch.from_numpy(np.array(stack.data[start:stop]))
-            noise = torch.randn(clean.shape, generator=generator) * noise_std
+            if spectrum is None:  # white
+                noise = torch.randn(clean.shape, generator=generator) * noise_std
+            else:
+                shape = tuple(clean.shape)
+                noise = coloured_noise(shape, pixel_size_a, spectrum, noise_std, generator)
             stack.write(start, (clean + noise).numpy())
             bar.update(stop - start)
         bar.close()
@@ -292,6 +326,8 @@ def simulate(
         "noise_std": noise_std,
         "snr": config.snr if math.isfinite(config.snr) else None,
         "snr_db": 10 * math.log10(config.snr) if math.isfinite(config.snr) else None,
+        # Its shape; the noise's variance over the box is noise_std^2 whatever its colour.
+        "noise_spectrum": None if spectrum is None else spectrum.to_dict(),
         "outputs": {key: str(path) for key, path in paths.items()},
     }
     check_writable(paths["log"], force).write_text(json.dumps(summary, indent=2) + "\n")

@@ -155,6 +155,8 @@ SPECIFIC = [
     ("simulate", ["--ctf-table", "{root}/table.star"], "table.star"),
     ("simulate", ["--pixel-size", "nan"], "--pixel-size"),
     ("simulate", ["--snr", "0"], "--snr"),
+    ("simulate", ["--noise-spectrum", "{root}/a_file.txt"], "a_file.txt"),
+    ("simulate", ["--noise-spectrum", "{root}/table.star"], "table.star"),
     ("reconstruct", ["--symmetry", "X7"], "X7"),
     ("evaluate", ["--symmetry", "X7"], "X7"),
     ("backproject", ["--symmetry", "X7"], "X7"),

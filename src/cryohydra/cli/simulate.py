@@ -87,6 +87,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=1,
         help="+1: bright particles (RELION convention); -1: dark particles, as raw data",
     )
+    particles.add_argument(
+        "--noise-spectrum",
+        type=existing_file,
+        default=None,
+        help="coloured noise of this spectrum's shape (at the --snr asked): a .json saved "
+        "spectrum, or real particles (a STAR or .cs file) to estimate it from their "
+        "background outside a disc of 0.375 box; default white",
+    )
     particles.add_argument("--seed", type=int, default=0, help="random seed of the whole set")
     ctf = parser.add_argument_group("CTF")
     ctf.add_argument("--no-ctf", dest="ctf", action="store_false", help="images without CTF")

@@ -1,0 +1,139 @@
+"""The noise of particle images: its power spectrum, estimated from the images' background, and
+coloured Gaussian noise drawn from one.
+
+A spectrum is radial, a power per Fourier shell as a function of frequency in 1/Å, so that it
+carries over between boxes and pixel sizes (linear interpolation in frequency, held at its end
+values outside the range measured). Its unit is the variance per pixel that a white noise of
+that power would have: white noise of variance ``s^2`` has the flat spectrum ``s^2``, and the
+mean of a spectrum over a box's Fourier pixels is the variance of the noise it describes
+(Parseval; ``docs/CONVENTIONS.md`` for the Fourier convention).
+
+Estimation (:func:`background_power_spectrum`): each image, less its mean over the background,
+is multiplied by a window that is 0 over the particle (a disc of ``mask_radius_px`` with a soft
+edge) and 1 beyond; ``|F|^2`` is averaged over each shell and over the images and divided by
+the window's mean square, which makes it unbiased for stationary noise (the window's own
+transform blurs the spectrum over a few shells). The particle's signal that leaks past the disc
+(defocus spreads it) and neighbouring particles in the box count as noise, as in RELION's
+estimate from the area outside its mask.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from cryohydra.physics.fourier import fft2_centered, frequency_grid_2d, ifft2_centered, shell_mean
+
+__all__ = ["NoiseSpectrum", "background_power_spectrum", "coloured_noise", "disc_window"]
+
+
+@dataclass(frozen=True)
+class NoiseSpectrum:
+    """A radial noise power spectrum: ``power`` ``(S,)`` at ``frequencies_per_a`` ``(S,)``
+    (increasing, 1/Å), in variance per pixel (see the module docstring)."""
+
+    frequencies_per_a: np.ndarray
+    power: np.ndarray
+
+    def __post_init__(self) -> None:
+        f, p = np.asarray(self.frequencies_per_a), np.asarray(self.power)
+        if f.ndim != 1 or f.shape != p.shape or len(f) < 2:
+            raise ValueError("a noise spectrum needs matching 1D frequencies and powers (2+)")
+        if not (np.all(np.isfinite(f)) and np.all(np.isfinite(p))):
+            raise ValueError("a noise spectrum must be finite")
+        if np.any(np.diff(f) <= 0) or np.any(p <= 0):
+            raise ValueError("a noise spectrum needs increasing frequencies and powers > 0")
+
+    def at(self, frequencies_per_a: torch.Tensor) -> torch.Tensor:
+        """The power at any frequencies (1/Å; same shape, float64)."""
+        f = torch.as_tensor(frequencies_per_a, dtype=torch.float64)
+        known = torch.from_numpy(np.asarray(self.frequencies_per_a, dtype=np.float64))
+        power = torch.from_numpy(np.asarray(self.power, dtype=np.float64))
+        f = f.clamp(float(known[0]), float(known[-1]))
+        upper = torch.searchsorted(known, f.reshape(-1).contiguous()).clamp(1, len(known) - 1)
+        lo, hi = known[upper - 1], known[upper]
+        t = (f.reshape(-1) - lo) / (hi - lo)
+        values = power[upper - 1] * (1 - t) + power[upper] * t
+        return values.reshape(f.shape).to(f.device)
+
+    def on_box(self, box_size: int, pixel_size_a: float) -> torch.Tensor:
+        """``(L, L)`` power at each Fourier pixel of a centred ``L``-pixel image."""
+        k = frequency_grid_2d(box_size, pixel_size_a, dtype=torch.float64)
+        return self.at(torch.linalg.vector_norm(k, dim=-1))
+
+    def to_dict(self) -> dict:
+        return {
+            "frequencies_per_a": [float(v) for v in self.frequencies_per_a],
+            "power": [float(v) for v in self.power],
+        }
+
+    @staticmethod
+    def from_dict(data: dict) -> NoiseSpectrum:
+        return NoiseSpectrum(
+            np.asarray(data["frequencies_per_a"], dtype=np.float64),
+            np.asarray(data["power"], dtype=np.float64),
+        )
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @staticmethod
+    def load(path: str | Path) -> NoiseSpectrum:
+        return NoiseSpectrum.from_dict(json.loads(Path(path).read_text()))
+
+
+def disc_window(box_size: int, mask_radius_px: float, edge_px: float = 3.0) -> torch.Tensor:
+    """``(L, L)`` float64: 0 inside a disc of ``mask_radius_px`` about index ``L // 2``, rising
+    to 1 over ``edge_px`` beyond it (raised cosine)."""
+    k = torch.arange(box_size, dtype=torch.float64) - box_size // 2
+    y, x = torch.meshgrid(k, k, indexing="ij")
+    t = ((torch.sqrt(x**2 + y**2) - mask_radius_px) / edge_px).clamp(0.0, 1.0)
+    return (1 - torch.cos(math.pi * t)) / 2
+
+
+def background_power_spectrum(
+    images: torch.Tensor, pixel_size_a: float, mask_radius_px: float | None = None
+) -> NoiseSpectrum:
+    """The noise spectrum of ``(N, L, L)`` images from their background, outside a disc of
+    ``mask_radius_px`` (default ``0.375 L``: the particle's usual extent in a box twice its
+    size, leaving a quarter of the box's area); see the module docstring."""
+    images = torch.as_tensor(images, dtype=torch.float64)
+    box = images.shape[-1]
+    radius = 0.375 * box if mask_radius_px is None else mask_radius_px
+    window = disc_window(box, radius)
+    weight = window.sum()
+    if float(weight) < 0.05 * box**2:
+        raise ValueError(f"a disc of {radius:.0f} px leaves too little background in {box} px")
+    means = (images * window).sum(dim=(-2, -1), keepdim=True) / weight
+    spectra = fft2_centered((images - means) * window)
+    power = (spectra.abs() ** 2).mean(dim=0) / (box**2 * float((window**2).mean()))
+    in_pixels = frequency_grid_2d(box, 1.0 / box, dtype=torch.float64)
+    radius_px = torch.linalg.vector_norm(in_pixels, dim=-1)
+    n_shells = box // 2 + 1
+    per_shell = shell_mean(power, torch.round(radius_px).long(), n_shells)
+    # Shell 0 holds only the (removed) mean: take shell 1's value for it.
+    per_shell[0] = per_shell[1]
+    frequencies = np.arange(n_shells) / (box * pixel_size_a)
+    return NoiseSpectrum(frequencies, per_shell.numpy().clip(min=1e-12 * float(per_shell.max())))
+
+
+def coloured_noise(
+    shape: tuple[int, int, int],
+    pixel_size_a: float,
+    spectrum: NoiseSpectrum,
+    std: float,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """``(N, L, L)`` float32 Gaussian noise of standard deviation ``std`` (over the box) whose
+    power spectrum has the shape of ``spectrum`` (white noise filtered by its square root,
+    scaled so that its mean over the box's Fourier pixels is ``std^2``)."""
+    n, box, _ = shape
+    shape_on_box = spectrum.on_box(box, pixel_size_a)
+    gain = torch.sqrt(shape_on_box / shape_on_box.mean())
+    white = torch.randn((n, box, box), generator=generator, dtype=torch.float64)
+    return (ifft2_centered(fft2_centered(white) * gain).real * std).to(torch.float32)
