@@ -16,8 +16,10 @@ import pytest
 import torch
 
 from cryohydra.io.star import read_star
+from cryohydra.physics.imaging import Identity
 from cryohydra.physics.noise import (
     NoiseSpectrum,
+    Whitening,
     background_power_spectrum,
     coloured_noise,
     disc_window,
@@ -71,3 +73,20 @@ def test_a_spectrum_round_trips_and_refuses_nonsense(tmp_path):
         background_power_spectrum(torch.zeros(2, 16, 16), 1.0, mask_radius_px=20)
     window = disc_window(32, 10)
     assert float(window[16, 16]) == 0 and float(window[0, 0]) == 1
+
+
+def test_whitening_makes_the_noise_white_and_keeps_its_variance():
+    noise = coloured_noise((300, 64, 64), 1.5, FALLING, 2.0, torch.Generator().manual_seed(3))
+    whitening = Whitening(background_power_spectrum(noise, 1.5), 64, 1.5)
+    white = whitening.images(noise)
+    assert float(white.std()) == pytest.approx(2.0, rel=0.05)  # measured 1.992
+    after = background_power_spectrum(white, 1.5)
+    before = background_power_spectrum(noise, 1.5)
+    assert before.power[2] / before.power[-3:].mean() > 5  # falling: measured 11.3
+    assert np.abs(after.power[2:] / after.power[2:].mean() - 1).max() < 0.1  # measured 0.057
+    # The transfer function of whitened images: the same gain on the inner one.
+    k = torch.tensor([[0.0, 0.01], [0.1, 0.2]])
+    transfer = whitening.transfer(Identity(3))
+    assert transfer(k).shape == (3, 2) and len(transfer.subset([0, 2])) == 2
+    torch.testing.assert_close(transfer(k)[1], whitening.gain(k))
+    assert float(whitening.gain(k)[0]) < float(whitening.gain(k)[1])  # noisy lows down

@@ -88,6 +88,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the stack has dark particles on a bright background",
     )
     data.add_argument(
+        "--whiten",
+        action="store_true",
+        help="whiten images and projections by the noise spectrum of the images' background "
+        "(for coloured noise, as in real stacks)",
+    )
+    data.add_argument(
         "--no-ctf",
         action="store_true",
         help="the images have no CTF (simulated without one); needed for an input without "

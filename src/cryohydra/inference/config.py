@@ -99,6 +99,9 @@ class ReconstructConfig:
             the pose search covers the group's asymmetric unit and the maps are made by
             symmetry expansion (modes without a switch impose it from the start).
         invert_contrast: the stack has dark particles.
+        whiten: compare images and projections after whitening both by the noise spectrum
+            estimated from the images' background (``docs/noise.md``): each frequency then
+            counts by its signal-to-noise ratio, as it should under coloured noise.
         seed: seeds the initial volume, the encoder and the batch order.
     """
 
@@ -136,6 +139,7 @@ class ReconstructConfig:
     starts: int = 1
     symmetry: str = "C1"
     invert_contrast: bool = False
+    whiten: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -103,6 +103,7 @@ class AbInitio:
             working_box=config.working_box,
             max_resolution_a=config.max_resolution_a,
             invert_contrast=config.invert_contrast,
+            whiten=config.whiten,
             device=self.device,
         )
         box = self.data.working_box

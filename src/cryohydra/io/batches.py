@@ -24,6 +24,7 @@ from cryohydra.io.errors import InputFileError
 from cryohydra.io.particles import ParticleSet
 from cryohydra.physics.fourier import fft2_centered, fourier_crop_2d
 from cryohydra.physics.imaging import ImagingModel, TransferFunction
+from cryohydra.physics.noise import NoiseSpectrum, Whitening, background_power_spectrum
 from cryohydra.physics.projector import SliceGrid, image_to_slice
 
 __all__ = ["Batch", "ParticleBatches", "epoch_batches"]
@@ -75,6 +76,9 @@ class ParticleBatches:
             Nyquist. Coarser grids for a stage of the run come from :meth:`grid_at`.
         invert_contrast: the stack has dark particles on a bright background.
         device: where batches are put.
+        whiten: whiten the images and their transfer functions by the noise spectrum
+            estimated from the background of a sample of them
+            (:func:`~cryohydra.physics.noise.background_power_spectrum`, :class:`Whitening`).
     """
 
     def __init__(
@@ -84,6 +88,7 @@ class ParticleBatches:
         max_resolution_a: float | None = None,
         invert_contrast: bool = False,
         device: str | torch.device = "cpu",
+        whiten: bool = False,
     ) -> None:
         pixel_sizes = np.unique(np.round(particles.pixel_size_a, 4))
         if len(pixel_sizes) != 1:
@@ -106,7 +111,10 @@ class ParticleBatches:
         self.frequencies_a = self.grid.frequencies_a(self.pixel_size_a)
         self.sign = -1.0 if invert_contrast else 1.0
         self.scale = 1.0
+        self.whitening: Whitening | None = None
         self.scale = self._estimate_scale()
+        if whiten:
+            self.whitening = Whitening(self._noise_spectrum(), self.working_box, self.pixel_size_a)
 
     def __len__(self) -> int:
         return len(self.particles)
@@ -120,13 +128,20 @@ class ParticleBatches:
             raise InputFileError(self.particles.source, "the images are constant (std 0)")
         return 1.0 / std
 
+    def _noise_spectrum(self) -> NoiseSpectrum:
+        """The noise spectrum of the working images (scaled, not whitened) from a sample."""
+        n = len(self.particles)
+        rows = np.unique(np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64))
+        return background_power_spectrum(self.read(rows), self.pixel_size_a)
+
     def read(self, rows: np.ndarray) -> torch.Tensor:
         """The images ``rows`` as stored, cropped to the working box and scaled, on the CPU
         (what a loader worker does)."""
         images = torch.from_numpy(self.particles.load_images(rows))
         if self.working_box != images.shape[-1]:
             images = fourier_crop_2d(images, self.working_box)
-        return images * (self.sign * self.scale)
+        images = images * (self.sign * self.scale)
+        return images if self.whitening is None else self.whitening.images(images)
 
     def _images(self, rows: np.ndarray) -> torch.Tensor:
         return self.read(rows).to(self.device)
@@ -181,8 +196,10 @@ class ParticleBatches:
         return Batch(rows_t, images, spectra, transfer, model)
 
     def transfer_function(self, rows: np.ndarray) -> TransferFunction:
-        """The transfer functions of the particles ``rows``, on the working device."""
-        return self.particles.transfer_function(rows, self.device)
+        """The transfer functions of the particles ``rows``, on the working device (whitened
+        like the images)."""
+        transfer = self.particles.transfer_function(rows, self.device)
+        return transfer if self.whitening is None else self.whitening.transfer(transfer)
 
 
 class _Reads(torch.utils.data.Dataset):

@@ -22,14 +22,23 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from cryohydra.physics.fourier import fft2_centered, frequency_grid_2d, ifft2_centered, shell_mean
+from cryohydra.physics.imaging import TransferFunction
 
-__all__ = ["NoiseSpectrum", "background_power_spectrum", "coloured_noise", "disc_window"]
+__all__ = [
+    "NoiseSpectrum",
+    "Whitened",
+    "Whitening",
+    "background_power_spectrum",
+    "coloured_noise",
+    "disc_window",
+]
 
 
 @dataclass(frozen=True)
@@ -52,14 +61,14 @@ class NoiseSpectrum:
     def at(self, frequencies_per_a: torch.Tensor) -> torch.Tensor:
         """The power at any frequencies (1/Å; same shape, float64)."""
         f = torch.as_tensor(frequencies_per_a, dtype=torch.float64)
-        known = torch.from_numpy(np.asarray(self.frequencies_per_a, dtype=np.float64))
-        power = torch.from_numpy(np.asarray(self.power, dtype=np.float64))
+        known = torch.from_numpy(np.asarray(self.frequencies_per_a, dtype=np.float64)).to(f.device)
+        power = torch.from_numpy(np.asarray(self.power, dtype=np.float64)).to(f.device)
         f = f.clamp(float(known[0]), float(known[-1]))
         upper = torch.searchsorted(known, f.reshape(-1).contiguous()).clamp(1, len(known) - 1)
         lo, hi = known[upper - 1], known[upper]
         t = (f.reshape(-1) - lo) / (hi - lo)
         values = power[upper - 1] * (1 - t) + power[upper] * t
-        return values.reshape(f.shape).to(f.device)
+        return values.reshape(f.shape)
 
     def on_box(self, box_size: int, pixel_size_a: float) -> torch.Tensor:
         """``(L, L)`` power at each Fourier pixel of a centred ``L``-pixel image."""
@@ -137,3 +146,58 @@ def coloured_noise(
     gain = torch.sqrt(shape_on_box / shape_on_box.mean())
     white = torch.randn((n, box, box), generator=generator, dtype=torch.float64)
     return (ifft2_centered(fft2_centered(white) * gain).real * std).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class Whitening:
+    """Whitening of images of ``box_size`` pixels of ``pixel_size_a`` whose noise has the
+    spectrum ``spectrum``: the gain ``w(k) = sqrt(P_mean / P(|k|))``, ``P_mean`` the spectrum's
+    mean over the box's Fourier pixels, makes that noise white with its variance unchanged.
+
+    The model ``X = C P V + n`` becomes ``w X = (w C) P V + white noise``: images are filtered
+    by :meth:`images` and every transfer function wrapped by :meth:`transfer`, so the loss
+    and the backprojection weight each frequency by its signal-to-noise ratio (a noise
+    spectrum shared by all images cancels in a backprojection's ratio; it changes the loss)."""
+
+    spectrum: NoiseSpectrum
+    box_size: int
+    pixel_size_a: float
+
+    @cached_property
+    def mean_power(self) -> float:
+        return float(self.spectrum.on_box(self.box_size, self.pixel_size_a).mean())
+
+    def gain(self, frequencies_a: torch.Tensor) -> torch.Tensor:
+        """``w`` at ``(..., 2)`` frequencies in 1/Å: ``(...)``, float32."""
+        power = self.spectrum.at(torch.linalg.vector_norm(frequencies_a.double(), dim=-1))
+        return torch.sqrt(self.mean_power / power).to(torch.float32)
+
+    def images(self, images: torch.Tensor) -> torch.Tensor:
+        """``(N, L, L)`` real images filtered by ``w`` (same dtype)."""
+        if images.shape[-1] != self.box_size:
+            raise ValueError(f"whitening for {self.box_size} px, got {images.shape[-1]} px")
+        k = frequency_grid_2d(self.box_size, self.pixel_size_a, device=images.device)
+        filtered = ifft2_centered(fft2_centered(images) * self.gain(k))
+        return filtered.real.to(images.dtype)
+
+    def transfer(self, inner: TransferFunction) -> Whitened:
+        return Whitened(inner, self)
+
+
+@dataclass(frozen=True)
+class Whitened(TransferFunction):
+    """A transfer function times a whitening gain (:class:`Whitening`)."""
+
+    inner: TransferFunction
+    whitening: Whitening
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def __call__(self, frequencies_a: torch.Tensor) -> torch.Tensor:
+        return self.inner(frequencies_a) * self.whitening.gain(frequencies_a).to(
+            frequencies_a.device
+        )
+
+    def subset(self, index: torch.Tensor | np.ndarray) -> Whitened:
+        return Whitened(self.inner.subset(index), self.whitening)
