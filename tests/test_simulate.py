@@ -193,3 +193,47 @@ def test_coloured_noise_shaped_like_a_real_stacks_background(noisy_and_clean, tm
     white = background_power_spectrum(white_noise, PIXEL, mask_radius_px=4)
     assert white.power[2] < 1.2 * white.power[-3:].mean()
     assert json.loads((noisy / "simulation.json").read_text())["noise_spectrum"] is None
+
+
+def test_contrast_spread_and_junk_with_their_labels(tmp_path):
+    """``--contrast-sd`` scales each molecule image by its factor, ``--junk-fraction``
+    replaces images by empty ice, aggregates or carbon edges; both are labelled in the STAR,
+    and the SNR stays that of the molecule's images."""
+    plain = simulate(_config(snr=math.inf, n_particles=120), tmp_path / "plain", progress=False)
+    assert plain["junk"] is None
+    assert not [
+        c
+        for c in read_star(tmp_path / "plain" / "particles.star").extra_columns
+        if "cryohydra" in c
+    ]
+    summary = simulate(
+        _config(snr=math.inf, n_particles=120, contrast_sd=0.3, junk_fraction=0.3),
+        tmp_path / "mixed",
+        progress=False,
+    )
+    star = read_star(tmp_path / "mixed" / "particles.star")
+    contrast = star.extra_columns["cryohydraContrast"].astype(float)
+    junk = star.extra_columns["cryohydraJunk"].astype(int)
+    kinds = star.extra_columns["cryohydraJunkKind"].astype(str)
+    assert 0.15 < junk.mean() < 0.45 and set(kinds[junk == 1]) == {"empty", "aggregate", "edge"}
+    assert set(kinds[junk == 0]) == {"none"}
+    assert summary["junk"] == {k: int((kinds == k).sum()) for k in ("empty", "aggregate", "edge")}
+    base, mixed = _stack(tmp_path / "plain"), _stack(tmp_path / "mixed")
+    good = junk == 0
+    # The molecule's images are the plain ones times their contrast factor.
+    ratio = (mixed[good] * base[good]).sum(axis=(1, 2)) / (base[good] ** 2).sum(axis=(1, 2))
+    np.testing.assert_allclose(ratio, contrast[good], rtol=1e-4)
+    assert contrast.std() > 0.15
+    # Junk: empty ice is blank; the others carry the molecule's mean clean variance.
+    assert np.abs(mixed[kinds == "empty"]).max() == 0
+    reference = mixed[good].var(axis=(1, 2)).mean()
+    for kind in ("aggregate", "edge"):
+        variance = mixed[kinds == kind].var(axis=(1, 2))
+        np.testing.assert_allclose(variance, reference, rtol=0.02)
+        assert (
+            np.abs(
+                np.corrcoef(mixed[kinds == kind][0].ravel(), base[kinds == kind][0].ravel())[0, 1]
+            )
+            < 0.5
+        )
+    assert summary["clean_variance"] == pytest.approx(reference, rel=1e-3)

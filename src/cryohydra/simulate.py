@@ -32,15 +32,17 @@ from cryohydra.io.read import read_particles
 from cryohydra.io.star import write_star
 from cryohydra.io.structure import read_atomic_model
 from cryohydra.physics.atoms import density_map
+from cryohydra.physics.fourier import fft2_centered
 from cryohydra.physics.imaging import (
     CTF,
     FourierVolume,
     Identity,
     ImagingModel,
+    TransferFunction,
     spectra_to_images,
 )
 from cryohydra.physics.noise import NoiseSpectrum, background_power_spectrum, coloured_noise
-from cryohydra.physics.projector import SliceGrid
+from cryohydra.physics.projector import SliceGrid, image_to_slice
 
 __all__ = [
     "SimulationConfig",
@@ -52,6 +54,10 @@ __all__ = [
 ]
 
 ORIENTATIONS = ("uniform", "euler", "preferred")
+# Junk images (``junk_fraction``): empty ice (noise only), an aggregate (a random cluster of
+# blobs, projected and CTF-modulated), and a carbon edge (a smooth step across the box).
+JUNK_KINDS = ("empty", "aggregate", "edge")
+_AGGREGATES = 8  # distinct aggregate maps a set's aggregates are drawn from
 MODEL_SUFFIXES = (".pdb", ".cif", ".ent", ".mmcif", ".gz")
 # Columns of a CTF table such as EMPIAR-10028's (``empiar10028_ctf.npy``).
 CTF_TABLE_COLUMNS = (
@@ -91,6 +97,9 @@ class SimulationConfig:
     bfactor_a2: float = 0.0
     contrast_sign: int = 1
     noise_spectrum: str | None = None
+    contrast_sd: float = 0.0
+    junk_fraction: float = 0.0
+    junk_kinds: tuple[str, ...] | list[str] = JUNK_KINDS
     seed: int = 0
     chunk_size: int = 1000
     oversampling: int = 2
@@ -117,6 +126,13 @@ class SimulationConfig:
             load_ctf_table(self.ctf_table)
         if self.noise_spectrum is not None:
             load_noise_spectrum(self.noise_spectrum)
+        if not 0 <= self.contrast_sd < 1:
+            raise ValueError(f"contrast sd must be in [0, 1), got {self.contrast_sd}")
+        if not 0 <= self.junk_fraction < 1:
+            raise ValueError(f"junk fraction must be in [0, 1), got {self.junk_fraction}")
+        unknown = set(self.junk_kinds) - set(JUNK_KINDS)
+        if unknown or not self.junk_kinds:
+            raise ValueError(f"junk kinds must be among {JUNK_KINDS}, got {self.junk_kinds}")
 
 
 def load_structure(
@@ -235,6 +251,120 @@ def sample_ctf(config: SimulationConfig, rng: np.random.Generator) -> CTFParams:
     )
 
 
+def aggregate_map(box_size: int, rng: np.random.Generator, n_blobs: int = 40) -> torch.Tensor:
+    """An aggregate for junk: ``n_blobs`` Gaussian blobs (1-3 px) of random weights inside a
+    sphere of ``0.3 L`` about the box centre, ``(L, L, L)`` float32."""
+    centres = rng.normal(size=(n_blobs, 3))
+    centres *= (0.3 * box_size * rng.uniform(0, 1, (n_blobs, 1)) ** (1 / 3)) / np.linalg.norm(
+        centres, axis=1, keepdims=True
+    )
+    widths, weights = rng.uniform(1.0, 3.0, n_blobs), rng.uniform(0.5, 1.0, n_blobs)
+    k = torch.arange(box_size, dtype=torch.float64) - box_size // 2
+    z, y, x = torch.meshgrid(k, k, k, indexing="ij")
+    volume = torch.zeros((box_size,) * 3, dtype=torch.float64)
+    for (cx, cy, cz), width, weight in zip(centres, widths, weights, strict=True):
+        volume += weight * torch.exp(
+            -((x - cx) ** 2 + (y - cy) ** 2 + (z - cz) ** 2) / (2 * width**2)
+        )
+    return volume.to(torch.float32)
+
+
+def edge_images(box_size: int, angles_rad: np.ndarray, offsets_px: np.ndarray) -> torch.Tensor:
+    """Carbon edges for junk: ``(n, L, L)`` smooth steps ``tanh(d / 1.5 px)``, ``d`` the
+    signed distance to a line at ``angles_rad`` (its normal) passing ``offsets_px`` from the
+    box centre."""
+    k = torch.arange(box_size, dtype=torch.float64) - box_size // 2
+    y, x = torch.meshgrid(k, k, indexing="ij")
+    angle = torch.from_numpy(np.asarray(angles_rad, dtype=np.float64))[:, None, None]
+    offset = torch.from_numpy(np.asarray(offsets_px, dtype=np.float64))[:, None, None]
+    distance = x * torch.cos(angle) + y * torch.sin(angle) - offset
+    return torch.tanh(distance / 1.5).to(torch.float32)
+
+
+@dataclass(frozen=True)
+class _Junk:
+    """What each particle is (``kind``: "" for the molecule), drawn once for the whole set so
+    that the images do not depend on the chunk size."""
+
+    kind: np.ndarray
+    aggregate: np.ndarray  # which aggregate map
+    edge_angle_rad: np.ndarray
+    edge_offset_px: np.ndarray
+    maps: list[FourierVolume]
+
+    @staticmethod
+    def draw(config: SimulationConfig, rng: np.random.Generator, device) -> _Junk:
+        n = config.n_particles
+        kind = np.full(n, "", dtype=object)
+        chosen = rng.random(n) < config.junk_fraction
+        kind[chosen] = rng.choice(np.asarray(config.junk_kinds, dtype=object), int(chosen.sum()))
+        aggregate = rng.integers(_AGGREGATES, size=n)
+        angle = rng.uniform(0, 2 * np.pi, n)
+        offset = rng.uniform(-0.25, 0.25, n) * config.box_size
+        maps = []
+        if "aggregate" in set(kind):
+            maps = [
+                FourierVolume.from_map(
+                    aggregate_map(config.box_size, rng).to(device), config.oversampling
+                )
+                for _ in range(_AGGREGATES)
+            ]
+        return _Junk(kind, aggregate, angle, offset, maps)
+
+    def replace(
+        self,
+        images: torch.Tensor,
+        rows: np.ndarray,
+        model: ImagingModel,
+        rotations: torch.Tensor,
+        transfer: TransferFunction,
+        variance: float,
+    ) -> torch.Tensor:
+        """``images`` of the chunk ``rows`` with the junk ones replaced (CTF-modulated like
+        the particles, scaled to the clean ``variance`` of the molecule's images)."""
+        out = images.clone()
+        kinds = self.kind[rows]
+        grid = model.points
+        for kind in ("empty", "aggregate", "edge"):
+            at = np.nonzero(kinds == kind)[0]
+            if len(at) == 0:
+                continue
+            if kind == "empty":
+                out[at] = 0
+                continue
+            index = torch.from_numpy(at)
+            if kind == "aggregate":
+                made = torch.empty((len(at),) + images.shape[1:], device=images.device)
+                for j in np.unique(self.aggregate[rows[at]]):
+                    mine = np.nonzero(self.aggregate[rows[at]] == j)[0]
+                    sub = index[mine]
+                    spectra = model.images(self.maps[j], rotations[sub], None, transfer.subset(sub))
+                    made[mine] = spectra_to_images(spectra, grid)
+            else:
+                edges = edge_images(
+                    images.shape[-1], self.edge_angle_rad[rows[at]], self.edge_offset_px[rows[at]]
+                ).to(images.device)
+                values = image_to_slice(fft2_centered(edges), grid)
+                made = spectra_to_images(
+                    values * model.transfer_values(transfer.subset(index)), grid
+                )
+            scale = math.sqrt(variance) / made.std(dim=(-2, -1), keepdim=True).clamp_min(1e-12)
+            out[at] = (made * scale).to(out.dtype)
+        return out
+
+
+def _truth_columns(contrast: np.ndarray | None, junk: _Junk | None) -> dict[str, np.ndarray]:
+    """The STAR columns of what made each image, beyond RELION's: its contrast factor, and
+    whether it is junk (1) and of which kind ("none" for the molecule)."""
+    columns: dict[str, np.ndarray] = {}
+    if contrast is not None:
+        columns["cryohydraContrast"] = contrast
+    if junk is not None:
+        columns["cryohydraJunk"] = (junk.kind != "").astype(np.int64)
+        columns["cryohydraJunkKind"] = np.where(junk.kind == "", "none", junk.kind).astype(str)
+    return columns
+
+
 def _outputs(outdir: Path, force: bool) -> dict[str, Path]:
     names = {
         "stack": "particles.mrcs",
@@ -268,12 +398,17 @@ def simulate(
     rotations = sample_orientations(config, rng)
     shifts_a = rng.normal(scale=config.shift_std_a, size=(config.n_particles, 2))
     ctf = sample_ctf(config, rng) if config.ctf else None
+    # Drawn after the rest, and only when asked, so that sets without them stay the same.
+    contrast = np.ones(config.n_particles)
+    if config.contrast_sd > 0:
+        contrast = np.clip(rng.normal(1.0, config.contrast_sd, config.n_particles), 0.1, None)
+    junk = _Junk.draw(config, rng, device) if config.junk_fraction > 0 else None
 
     fourier_volume = FourierVolume.from_map(volume.to(device), config.oversampling)
     grid = SliceGrid.create(config.box_size, device=device)
     model = ImagingModel(grid, pixel_size_a)
     n, chunk = config.n_particles, config.chunk_size
-    clean_variance_sum = 0.0
+    clean_variance_sum, n_molecule = 0.0, 0
     with StackWriter(paths["stack"], n, config.box_size, pixel_size_a, force=force) as stack:
         bar = tqdm(total=2 * n, desc="simulate", unit="img", disable=not progress)
         for start in range(0, n, chunk):
@@ -289,16 +424,34 @@ def simulate(
                 torch.from_numpy(shifts_a[rows]).to(device),
                 transfer,
             )
-            images = config.contrast_sign * spectra_to_images(spectra, grid)
-            clean_variance_sum += float(images.double().var(dim=(-2, -1), unbiased=False).sum())
+            images = spectra_to_images(spectra, grid)
+            images = images * torch.from_numpy(contrast[rows]).to(images)[:, None, None]
+            variances = images.double().var(dim=(-2, -1), unbiased=False)
+            # The SNR is that of the molecule's images (junk replaces others in the 2nd pass).
+            molecule = np.ones(len(rows), dtype=bool) if junk is None else junk.kind[rows] == ""
+            clean_variance_sum += float(variances[torch.from_numpy(molecule)].sum())
+            n_molecule += int(molecule.sum())
+            images = config.contrast_sign * images
             stack.write(start, images.cpu().numpy())
             bar.update(len(rows))
-        clean_variance = clean_variance_sum / n
+        clean_variance = clean_variance_sum / max(n_molecule, 1)
         noise_std = math.sqrt(clean_variance / config.snr) if math.isfinite(config.snr) else 0.0
         generator = torch.Generator().manual_seed(config.seed + 1)
         for start in range(0, n, chunk):
             stop = min(n, start + chunk)
             clean = torch.from_numpy(np.array(stack.data[start:stop]))
+            if junk is not None:  # scaled to the molecule images' mean clean variance
+                rows = np.arange(start, stop)
+                transfer = (
+                    Identity(len(rows))
+                    if ctf is None
+                    else CTF.from_arrays(ctf.subset(rows).as_dict(), device)
+                )
+                turned = torch.from_numpy(rotations[rows]).to(device)
+                made = junk.replace(clean.to(device), rows, model, turned, transfer, clean_variance)
+                clean = made.cpu() * torch.where(
+                    torch.from_numpy(junk.kind[rows] == ""), 1.0, float(config.contrast_sign)
+                )[:, None, None].to(made.dtype)
             if spectrum is None:  # white
                 noise = torch.randn(clean.shape, generator=generator) * noise_std
             else:
@@ -317,6 +470,7 @@ def simulate(
         ctf=ctf,
         rotations=rotations,
         shifts_a=shifts_a,
+        extra_columns=_truth_columns(contrast if config.contrast_sd > 0 else None, junk),
     )
     write_star(paths["star"], particles, force=force)
     summary = {
@@ -328,6 +482,9 @@ def simulate(
         "snr_db": 10 * math.log10(config.snr) if math.isfinite(config.snr) else None,
         # Its shape; the noise's variance over the box is noise_std^2 whatever its colour.
         "noise_spectrum": None if spectrum is None else spectrum.to_dict(),
+        "junk": None
+        if junk is None
+        else {kind: int((junk.kind == kind).sum()) for kind in JUNK_KINDS},
         "outputs": {key: str(path) for key, path in paths.items()},
     }
     check_writable(paths["log"], force).write_text(json.dumps(summary, indent=2) + "\n")

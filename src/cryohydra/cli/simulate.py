@@ -19,7 +19,7 @@ from cryohydra.cli.common import (
     non_negative,
     positive,
 )
-from cryohydra.simulate import ORIENTATIONS, SimulationConfig, simulate
+from cryohydra.simulate import JUNK_KINDS, ORIENTATIONS, SimulationConfig, simulate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -94,6 +94,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="coloured noise of this spectrum's shape (at the --snr asked): a .json saved "
         "spectrum, or real particles (a STAR or .cs file) to estimate it from their "
         "background outside a disc of 0.375 box; default white",
+    )
+    particles.add_argument(
+        "--contrast-sd",
+        type=non_negative(float),
+        default=defaults.contrast_sd,
+        help="spread of each particle's contrast factor (normal about 1; ice thickness), "
+        "written to the STAR as cryohydraContrast",
+    )
+    particles.add_argument(
+        "--junk-fraction",
+        type=non_negative(float),
+        default=defaults.junk_fraction,
+        help="fraction of the images made junk, labelled in the STAR (cryohydraJunk 1, "
+        "cryohydraJunkKind)",
+    )
+    particles.add_argument(
+        "--junk-kinds",
+        nargs="+",
+        choices=JUNK_KINDS,
+        default=list(JUNK_KINDS),
+        help="kinds of junk, drawn evenly: empty ice, aggregates of blobs, carbon edges",
     )
     particles.add_argument("--seed", type=int, default=0, help="random seed of the whole set")
     ctf = parser.add_argument_group("CTF")

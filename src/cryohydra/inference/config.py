@@ -94,10 +94,10 @@ class ReconstructConfig:
             auto-decoding epoch was 4139 against 4023-4043 for the runs that succeeded
             (``docs/reconstruct.md``). Each start costs the amortized stage and the search again.
         symmetry: point group imposed (C<n>, D<n>, T, O, I, I1-I4 in RELION's orientation)
-            from the switch on: there its axes are found on the amortized stage's map, map and
-            poses are turned onto RELION's axes, and from then the volume is kept symmetric,
-            the pose search covers the group's asymmetric unit and the maps are made by
-            symmetry expansion (modes without a switch impose it from the start).
+            from the switch on: its axes are found on the map of the switch's (C1) pose
+            search, map and poses are turned onto RELION's axes, and from then the volume is
+            kept symmetric and the maps are made by symmetry expansion (modes without a
+            switch impose it from the start).
         invert_contrast: the stack has dark particles.
         whiten: compare images and projections after whitening both by the noise spectrum
             estimated from the images' background (``docs/noise.md``): each frequency then

@@ -114,7 +114,8 @@ class AbInitio:
         amplitude = HartleyVolume.amplitude_from_spectra(sample.spectra, self.data.grid)
         group = point_group(config.symmetry)
         # An imposed group (more than the identity): from the switch on, about the axes found
-        # on the amortized stage's map (:meth:`into_group_frame`); from the start without one.
+        # on the map of the switch's search (:meth:`into_group_frame`); from the start in a
+        # mode without a switch.
         self.group = group.to(torch.float32) if len(group) > 1 else None
         self.volume = HartleyVolume(
             box,
@@ -426,11 +427,6 @@ class AbInitio:
             "winners": self._gather(self.winners).detach().clone(),
         }
         rotations, shifts, searched = self.table.rotations, self.table.shifts_a, None
-        framed = None
-        if self.group is not None:
-            framed, rotations, shifts, candidates = self.into_group_frame(
-                epoch, rotations, shifts, candidates
-            )
         if config.search_rounds > 0:
             searched = {}
             resolution_a = self.loss_resolution_a(epoch)
@@ -476,27 +472,27 @@ class AbInitio:
                         "seconds": found.seconds,
                     }
                 )
-        self.enter_auto_decoding(rotations, shifts, epoch)
-        if framed is not None:
+        if self.group is not None:  # the C1 search's map shows the axes best
+            framed, rotations, shifts = self.into_group_frame(epoch, rotations, shifts)
             searched = {**(searched or {}), "group_frame": framed}
+        self.enter_auto_decoding(rotations, shifts, epoch)
         return searched
 
     @torch.no_grad()
     def into_group_frame(
-        self,
-        epoch: int,
-        rotations: torch.Tensor,
-        shifts_a: torch.Tensor,
-        candidates: torch.Tensor | None,
-    ) -> tuple[dict, torch.Tensor, torch.Tensor, torch.Tensor | None]:
-        """Before imposing the run's group at the switch: find its axes on the amortized
-        stage's map (:func:`~cryohydra.metrics.symmetry.standard_orientation`), turn and centre
-        the map onto the group's RELION axes and move the poses ``(n, 3, 3)``, ``(n, 2)`` Å and
-        the heads' candidates ``(n, C, 3, 3)`` along; the volume imposes the group from here.
+        self, epoch: int, rotations: torch.Tensor, shifts_a: torch.Tensor
+    ) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        """Before imposing the run's group at the switch: find its axes on the map of the
+        switch's C1 pose search (:func:`~cryohydra.metrics.symmetry.standard_orientation`),
+        turn and centre the map onto the group's RELION axes and move the poses ``(n, 3, 3)``,
+        ``(n, 2)`` Å along; the volume imposes the group from here.
 
-        Imposing a group from the first epoch instead lets the particles settle in frames that
-        differ by an element of the group's normaliser (a quarter turn about z for D2): the
-        map of beta-galactosidase (D2) came out D4-like, 44 degrees off (docs/symmetry.md)."""
+        Imposing the group from the first epoch lets the particles settle in frames that
+        differ by an element of the group's normaliser (a quarter turn about z for D2: the map
+        of beta-galactosidase came out D4-like, 44 degrees off); finding the axes on the
+        amortized stage's map, before the search, found a wrong two-fold on HSP90 (score 0.76,
+        78 degrees off at the end) where the map after the search is right
+        (docs/symmetry.md)."""
         found = None
         if self.context.is_main:  # one rank aligns; every rank gets its result
             found = standard_orientation(
@@ -509,10 +505,6 @@ class AbInitio:
         moved, moved_shifts = poses_into_reference_frame(
             rotations.cpu().double().numpy(), shifts_a.cpu().double().numpy(), found
         )
-        if candidates is not None:
-            flat = candidates.reshape(-1, 3, 3).cpu().double().numpy()
-            turned, _ = poses_into_reference_frame(flat, np.zeros((len(flat), 2)), found)
-            candidates = torch.from_numpy(turned).to(candidates).reshape(candidates.shape)
         self.volume.load_map(found.aligned_map.to(self.device))
         self.volume.impose(self.group)
         angle = geodesic_distance(found.rotation, torch.eye(3, dtype=torch.float64))
@@ -527,7 +519,6 @@ class AbInitio:
             record,
             torch.from_numpy(moved).to(**as_tensor),
             torch.from_numpy(moved_shifts).to(**as_tensor),
-            candidates,
         )
 
     def enter_auto_decoding(self, rotations: torch.Tensor, shifts_a, epoch: int) -> None:
