@@ -237,3 +237,28 @@ def test_contrast_spread_and_junk_with_their_labels(tmp_path):
             < 0.5
         )
     assert summary["clean_variance"] == pytest.approx(reference, rel=1e-3)
+
+
+def test_ctf_on_a_canvas_loses_what_defocus_spreads_past_the_box(tmp_path):
+    """With a strong defocus the CTF spreads a particle's signal over more than the box: on
+    the box itself (canvas 1) it wraps around to the far side; on a canvas twice the box it is
+    lost past the edge, as in a microscope, and four times changes little more."""
+    stacks = {}
+    for canvas in (1, 2, 4):
+        config = _config(
+            snr=math.inf,
+            n_particles=6,
+            shift_std_a=0.0,
+            defocus_min_a=40_000.0,
+            defocus_max_a=40_000.0,
+            pixel_size_a=3.0,
+            ctf_canvas=canvas,
+        )
+        simulate(config, tmp_path / str(canvas), progress=False)
+        stacks[canvas] = _stack(tmp_path / str(canvas))
+
+    def distance(a: int, b: int) -> float:
+        return float(np.linalg.norm(stacks[a] - stacks[b]) / np.linalg.norm(stacks[b]))
+
+    assert distance(1, 4) > 0.2  # measured 0.57
+    assert distance(2, 4) < 0.5 * distance(1, 4)  # measured 0.06

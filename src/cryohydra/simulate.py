@@ -32,7 +32,7 @@ from cryohydra.io.read import read_particles
 from cryohydra.io.star import write_star
 from cryohydra.io.structure import read_atomic_model
 from cryohydra.physics.atoms import density_map
-from cryohydra.physics.fourier import fft2_centered
+from cryohydra.physics.fourier import fft2_centered, zero_pad
 from cryohydra.physics.imaging import (
     CTF,
     FourierVolume,
@@ -100,6 +100,7 @@ class SimulationConfig:
     contrast_sd: float = 0.0
     junk_fraction: float = 0.0
     junk_kinds: tuple[str, ...] | list[str] = JUNK_KINDS
+    ctf_canvas: int = 1
     seed: int = 0
     chunk_size: int = 1000
     oversampling: int = 2
@@ -130,6 +131,10 @@ class SimulationConfig:
             raise ValueError(f"contrast sd must be in [0, 1), got {self.contrast_sd}")
         if not 0 <= self.junk_fraction < 1:
             raise ValueError(f"junk fraction must be in [0, 1), got {self.junk_fraction}")
+        if self.ctf_canvas < 1:
+            raise ValueError(
+                f"the CTF canvas is a whole number of boxes >= 1, got {self.ctf_canvas}"
+            )
         unknown = set(self.junk_kinds) - set(JUNK_KINDS)
         if unknown or not self.junk_kinds:
             raise ValueError(f"junk kinds must be among {JUNK_KINDS}, got {self.junk_kinds}")
@@ -404,9 +409,18 @@ def simulate(
         contrast = np.clip(rng.normal(1.0, config.contrast_sd, config.n_particles), 0.1, None)
     junk = _Junk.draw(config, rng, device) if config.junk_fraction > 0 else None
 
-    fourier_volume = FourierVolume.from_map(volume.to(device), config.oversampling)
     grid = SliceGrid.create(config.box_size, device=device)
     model = ImagingModel(grid, pixel_size_a)
+    # The molecule's images are made on a canvas ``ctf_canvas`` times the box (the map
+    # zero-padded to it), CTF-modulated there, then cropped to the box.
+    canvas = config.box_size * config.ctf_canvas
+    fourier_volume = FourierVolume.from_map(
+        zero_pad(volume.to(device), canvas, ndim=3), config.oversampling
+    )
+    canvas_grid = grid if canvas == config.box_size else SliceGrid.create(canvas, device=device)
+    canvas_model = ImagingModel(canvas_grid, pixel_size_a)
+    corner = canvas // 2 - config.box_size // 2
+    crop = (Ellipsis,) + (slice(corner, corner + config.box_size),) * 2
     n, chunk = config.n_particles, config.chunk_size
     clean_variance_sum, n_molecule = 0.0, 0
     with StackWriter(paths["stack"], n, config.box_size, pixel_size_a, force=force) as stack:
@@ -418,13 +432,13 @@ def simulate(
                 if ctf is None
                 else CTF.from_arrays(ctf.subset(rows).as_dict(), device)
             )
-            spectra = model.images(
+            spectra = canvas_model.images(
                 fourier_volume,
                 torch.from_numpy(rotations[rows]).to(device),
                 torch.from_numpy(shifts_a[rows]).to(device),
                 transfer,
             )
-            images = spectra_to_images(spectra, grid)
+            images = spectra_to_images(spectra, canvas_grid)[crop]
             images = images * torch.from_numpy(contrast[rows]).to(images)[:, None, None]
             variances = images.double().var(dim=(-2, -1), unbiased=False)
             # The SNR is that of the molecule's images (junk replaces others in the 2nd pass).

@@ -148,6 +148,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--cs", dest="cs_mm", type=non_negative(float), default=defaults.cs_mm, help="mm"
     )
     ctf.add_argument(
+        "--ctf-canvas",
+        type=positive(int),
+        default=defaults.ctf_canvas,
+        help="apply the CTF on a canvas this many boxes wide, then crop to the box (2: signal "
+        "that defocus spreads past the box is lost, as in a microscope, instead of wrapping "
+        "around it)",
+    )
+    ctf.add_argument(
         "--amplitude-contrast",
         type=non_negative(float),
         default=defaults.amplitude_contrast,
