@@ -24,7 +24,12 @@ from cryohydra.io.errors import InputFileError
 from cryohydra.io.particles import ParticleSet
 from cryohydra.physics.fourier import fft2_centered, fourier_crop_2d
 from cryohydra.physics.imaging import ImagingModel, TransferFunction
-from cryohydra.physics.noise import NoiseSpectrum, Whitening, background_power_spectrum
+from cryohydra.physics.noise import (
+    NoiseSpectrum,
+    Whitening,
+    background_power_spectrum,
+    centre_contrast,
+)
 from cryohydra.physics.projector import SliceGrid, image_to_slice
 
 __all__ = ["Batch", "ParticleBatches", "epoch_batches"]
@@ -127,6 +132,22 @@ class ParticleBatches:
         if not np.isfinite(std) or std == 0:
             raise InputFileError(self.particles.source, "the images are constant (std 0)")
         return 1.0 / std
+
+    def contrast_warning(self, min_t: float = 5.0) -> str | None:
+        """A message if the particles, as read (after ``invert_contrast``), look dark: their
+        centre darker than their background in a sample of images, with a t statistic below
+        ``-min_t`` (:func:`~cryohydra.physics.noise.centre_contrast`)."""
+        n = len(self.particles)
+        rows = np.unique(np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64))
+        mean, t = centre_contrast(self.read(rows))
+        if t >= -min_t:
+            return None
+        wanted = "without" if self.sign < 0 else "with"
+        return (
+            f"{self.particles.source}: the particles look dark on a light background as read "
+            f"(centre minus background {mean:+.3f} image sd, t = {t:.1f} over {len(rows)} "
+            f"images); the model expects bright ones: run {wanted} --invert-contrast?"
+        )
 
     def _noise_spectrum(self) -> NoiseSpectrum:
         """The noise spectrum of the working images (scaled, not whitened) from a sample."""

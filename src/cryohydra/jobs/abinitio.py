@@ -29,6 +29,7 @@ from cryohydra.inference.diagnostics import convergence_warnings
 from cryohydra.inference.distributed import Context, process_group
 from cryohydra.inference.frames import poses_into_reference_frame
 from cryohydra.inference.train import AMORTIZED, AbInitio
+from cryohydra.io.batches import ParticleBatches
 from cryohydra.io.errors import InputFileError
 from cryohydra.io.history import write_epoch_poses
 from cryohydra.io.mrc import write_map
@@ -343,7 +344,7 @@ def _run_job(
         if isinstance(options.symmetry, str)
         else (f"{len(options.symmetry)} given operators"),
     }
-    failure = None
+    failure, contrast = None, None
     if context.is_main:
         try:
             scan_started = time.perf_counter()
@@ -354,6 +355,11 @@ def _run_job(
                 time.perf_counter() - scan_started,
             )
             claim(outdir, description, options.resume, options.force)
+            contrast = ParticleBatches(
+                particles, config.working_box, invert_contrast=config.invert_contrast
+            ).contrast_warning()
+            if contrast is not None:
+                log.warning("%s", contrast)
         except InputFileError as error:
             failure = error
     failure = context.broadcast_object(failure)
@@ -457,6 +463,9 @@ def _run_job(
     logs = [read_log(d / LOG_FILE) for d in run_dirs]
     warnings = convergence_warnings(logs, summary["half_map_resolution_a_0.143"], 2 * pixel)
     summary["warnings"] = [w.to_dict() for w in warnings]
+    if contrast is not None:  # before the convergence checks: it explains them
+        advice = "--invert-contrast as the message says"
+        summary["warnings"].insert(0, {"code": "contrast", "message": contrast, "advice": advice})
     for warning in warnings:
         log.warning("%s: %s", outdir, warning)
     summary["total_seconds"] = time.perf_counter() - started

