@@ -158,6 +158,8 @@ SPECIFIC = [
     ("simulate", ["--noise-spectrum", "{root}/a_file.txt"], "a_file.txt"),
     ("simulate", ["--noise-spectrum", "{root}/table.star"], "table.star"),
     ("reconstruct", ["--symmetry", "X7"], "X7"),
+    ("reconstruct", ["--keep-best", "0"], "--keep-best"),
+    ("reconstruct", ["--keep-best", "1.5"], "--keep-best"),
     ("evaluate", ["--symmetry", "X7"], "X7"),
     ("backproject", ["--symmetry", "X7"], "X7"),
     ("symmetry", ["--candidates", "C2", "X7"], "X7"),

@@ -24,6 +24,7 @@ from cryohydra.cli.common import (
     device,
     existing_dir,
     existing_file,
+    fraction,
     non_negative,
     positive,
     positive_or_none,
@@ -236,6 +237,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "amortized stage and start auto-decoding from them",
     )
 
+    schedule.add_argument(
+        "--keep-best",
+        type=fraction,
+        default=None,
+        metavar="FRACTION",
+        help="make the final map from this fraction of the particles that match their "
+        "projection best (the cryohydraScore column of particles.star; junk scores low)",
+    )
+
     search = parser.add_argument_group("global pose search at the switch")
     search.add_argument(
         "--search-rounds",
@@ -316,6 +326,7 @@ def run(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         workers=args.workers,
         init_poses=None if args.init_poses is None else Path(args.init_poses),
+        keep_best=args.keep_best,
     )
     summary = run_job(particles, config, options)
     if "rank" in summary:  # another rank of a torchrun run: rank 0 reports

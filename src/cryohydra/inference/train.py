@@ -281,6 +281,31 @@ class AbInitio:
                 kept.append(rotations.to(torch.float32))
         return torch.cat(kept) if keep_candidates else None
 
+    @torch.no_grad()
+    def particle_scores(self) -> np.ndarray:
+        """Each particle's score ``(N,)`` (all particles; every rank must call this): the
+        correlation of its image with the projection at its pose (CTF-modulated, shifted),
+        over the frequencies of the last epoch's loss but the image's mean. Junk (empty ice,
+        an edge, an aggregate, another protein) matches no projection and scores near 0."""
+        hartley = self.volume.hartley()
+        grid = self.loss_grid(max(self.epoch, 1))
+        n = len(self.data)
+        scores = torch.empty(n, dtype=torch.float64, device=self.device)
+        shifts_on = self.config.predict_shifts
+        for start in range(0, n, self.config.batch_size):
+            batch = self.data.load(np.arange(start, min(n, start + self.config.batch_size)), grid)
+            rows = batch.rows
+            shifts = self.table.shifts_a[rows] if shifts_on else None
+            predicted = self.volume.slices(self.table.rotations[rows], batch.grid, hartley)
+            predicted = batch.model.modulate(predicted, batch.transfer, shifts)
+            # Without the image's mean (k = 0), which an uneven background shifts.
+            ac = batch.grid.coords[:, :2].norm(dim=-1) > 0.5
+            image, model = batch.spectra[:, ac], predicted[:, ac]
+            inner = (model.conj() * image).real.sum(dim=-1)
+            norms = model.abs().norm(dim=-1) * image.abs().norm(dim=-1)
+            scores[rows] = (inner / norms.clamp_min(1e-30)).double()
+        return self._gather(scores).cpu().numpy()
+
     def _pose_steps(self, batch: Batch, hartley: torch.Tensor) -> None:
         shifts_on = self.config.predict_shifts
         for _ in range(self.config.pose_steps):

@@ -55,6 +55,7 @@ from cryohydra.io.run_folder import (
     read_log,
 )
 from cryohydra.io.star import write_star
+from cryohydra.metrics.classification import roc_auc
 from cryohydra.metrics.fsc import plot_fsc
 from cryohydra.metrics.map_alignment import align_maps
 from cryohydra.metrics.pose_error import Symmetry, plot_pose_error_histogram, pose_errors
@@ -65,6 +66,10 @@ from cryohydra.reconstruct.outputs import write_reconstruction
 from cryohydra.report import write_report
 
 __all__ = ["JobOptions", "run_job"]
+
+# Columns written to particles.star: each particle's score (the correlation of its image with
+# the projection at its pose) and whether the final map uses it; the simulator's junk label.
+SCORE_COLUMN, KEPT_COLUMN, JUNK_COLUMN = "cryohydraScore", "cryohydraKept", "cryohydraJunk"
 
 log = logging.getLogger(__name__)
 
@@ -85,6 +90,7 @@ class JobOptions:
     report: bool = True  # write OUTDIR/report.html at the end
     workers: int = 0  # DataLoader processes reading batches ahead (the result is the same)
     init_poses: Path | None = None  # a STAR/.cs of the same particles: start auto-decoding there
+    keep_best: float | None = None  # the final map from this fraction of the best-scoring
 
 
 def _evaluator(particles: ParticleSet, reference: ReferenceMap | None, symmetry: Symmetry):
@@ -388,8 +394,11 @@ def _run_job(
             for h, name in zip(halves, HALF_RUNS, strict=True)
         ]
         poses = [r.poses() for r in runs]  # every rank gathers
+        half_scores = [r.particle_scores() for r in runs]
         if not context.is_main:
             return {"rank": context.rank}
+        scores = np.empty(len(particles))
+        scores[halves[0]], scores[halves[1]] = half_scores
         rotations = np.empty((len(particles), 3, 3))
         shifts = np.empty((len(particles), 2))
         rotations[halves[0]], shifts[halves[0]] = poses[0]
@@ -404,6 +413,7 @@ def _run_job(
             particles, config, outdir, options, reference, context, device, init
         )
         rotations, shifts = run.poses()
+        scores = run.particle_scores()
         if not context.is_main:
             return {"rank": context.rank}
         training = [_run_summary(run)]
@@ -417,15 +427,24 @@ def _run_job(
     if config.symmetry != "C1":  # each pose as its mate in the group's asymmetric unit
         group = point_group(config.symmetry)
         rotations = canonical_mates(torch.from_numpy(rotations), group).numpy()
+    kept = _kept(scores, options.keep_best)
     estimated = bare.with_poses(rotations, shifts if config.predict_shifts else None)
+    estimated = replace(
+        estimated,
+        extra_columns={
+            **estimated.extra_columns,
+            SCORE_COLUMN: scores,
+            KEPT_COLUMN: np.isin(np.arange(len(scores)), kept).astype(np.int64),
+        },
+    )
     write_star(outdir / PARTICLES_FILE, estimated, force=True)
     result = reconstruct_known_poses(
-        estimated,
+        estimated.subset(kept),
         seed=config.seed,
         invert_contrast=config.invert_contrast,
         device=device,
         progress=options.progress,
-        halves=half_split,
+        halves=None if half_split is None else _positions_in(kept, half_split),
         symmetry=config.symmetry,
     )
     pixel = result.pixel_size_a
@@ -443,6 +462,7 @@ def _run_job(
         "gold_standard": options.half_sets,
         "pixel_size_a": pixel,
         "nyquist_a": 2 * pixel,
+        "particle_scores": _score_summary(scores, kept, particles),
     }
     if reference is not None:
         versus = reference.fsc_of(result.full.cpu(), pixel)
@@ -488,6 +508,37 @@ def _detect_symmetry(volume: torch.Tensor, pixel_size_a: float, summary: dict) -
             detection.symbol,
         )
     return detection.to_dict()
+
+
+def _kept(scores: np.ndarray, keep_best: float | None) -> np.ndarray:
+    """The particles the final map is made of: all, or the ``keep_best`` fraction with the
+    highest scores (sorted indices)."""
+    if keep_best is None:
+        return np.arange(len(scores))
+    count = max(2, int(round(keep_best * len(scores))))
+    return np.sort(np.argsort(-scores, kind="stable")[:count])
+
+
+def _positions_in(kept: np.ndarray, halves: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
+    """Each half-set as positions in ``kept`` (the particles of the final map)."""
+    return tuple(np.nonzero(np.isin(kept, half))[0] for half in halves)
+
+
+def _score_summary(scores: np.ndarray, kept: np.ndarray, particles: ParticleSet) -> dict:
+    """The scores' spread, what was kept, and (for a simulated set that labels its junk) how
+    well the score tells the molecule from the junk."""
+    out: dict = {
+        "median": float(np.median(scores)),
+        "kept": len(kept),
+        "lowest_kept": float(scores[kept].min()),
+    }
+    labels = particles.extra_columns.get(JUNK_COLUMN)
+    if labels is not None:
+        junk = np.asarray(labels).astype(int) == 1
+        if 0 < junk.sum() < len(junk):
+            out["junk_roc_auc"] = roc_auc(scores, ~junk)
+            out["junk_in_kept"] = float(junk[kept].mean())
+    return out
 
 
 def _run_summary(run: AbInitio) -> dict:

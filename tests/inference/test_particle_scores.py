@@ -1,0 +1,50 @@
+"""Each particle's score (its image against the projection at its pose) tells junk apart, and
+``--keep-best`` makes the final map from the best-scoring fraction.
+
+The set: the bundled structure, 32 px at 7 Å/px, 400 images at SNR 0.3 of which 30 % junk
+(empty ice, aggregates, carbon edges; ``simulate --junk-fraction``), refined for 2 epochs from
+the true poses (``--init-poses``: the score is tested here, not ab initio through junk, which
+the benchmark measures). Measured: ROC AUC 1.000, 1.1 % junk among the 280 kept (the set
+has about 280 good images), median score 0.53.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from cryohydra.cli.main import main as cli
+from cryohydra.io.star import read_star
+from cryohydra.metrics.classification import roc_auc
+
+
+def test_roc_auc_counts_pairs_in_order():
+    assert roc_auc(np.array([3.0, 2.0, 1.0, 0.0]), np.array([1, 1, 0, 0], bool)) == 1.0
+    assert roc_auc(np.array([0.0, 1.0, 2.0, 3.0]), np.array([1, 1, 0, 0], bool)) == 0.0
+    assert roc_auc(np.array([1.0, 1.0]), np.array([1, 0], bool)) == 0.5
+    with pytest.raises(ValueError, match="both kinds"):
+        roc_auc(np.ones(3), np.ones(3, bool))
+
+
+@pytest.fixture(scope="module")
+def junk_run(simulated_set, tmp_path_factory):
+    data = simulated_set(n_particles=400, snr=0.3, seed=12, junk_fraction=0.3)
+    out = tmp_path_factory.mktemp("junk") / "out"
+    args = ["reconstruct", str(data / "particles.star"), "-o", str(out), "--quiet"]
+    start = ["--init-poses", str(data / "particles.star"), "--epochs", "2"]
+    assert cli(args + start + ["--keep-best", "0.7"]) == 0
+    return out
+
+
+def test_the_score_tells_junk_apart_and_keep_best_drops_it(junk_run):
+    summary = json.loads((junk_run / "summary.json").read_text())["particle_scores"]
+    assert summary["junk_roc_auc"] > 0.9
+    assert summary["kept"] == 280
+    assert summary["junk_in_kept"] < 0.1
+    star = read_star(junk_run / "particles.star")
+    scores = star.extra_columns["cryohydraScore"].astype(float)
+    kept = star.extra_columns["cryohydraKept"].astype(int) == 1
+    assert kept.sum() == 280 and scores[kept].min() >= scores[~kept].max()
+    assert json.loads((junk_run / "summary.json").read_text())["n_particles"] == 400
