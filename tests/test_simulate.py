@@ -253,6 +253,7 @@ def test_ctf_on_a_canvas_loses_what_defocus_spreads_past_the_box(tmp_path):
             defocus_max_a=40_000.0,
             pixel_size_a=3.0,
             ctf_canvas=canvas,
+            oversampling=1,  # the 4-box canvas would otherwise slice a 256^3 transform
         )
         simulate(config, tmp_path / str(canvas), progress=False)
         stacks[canvas] = _stack(tmp_path / str(canvas))
@@ -260,5 +261,5 @@ def test_ctf_on_a_canvas_loses_what_defocus_spreads_past_the_box(tmp_path):
     def distance(a: int, b: int) -> float:
         return float(np.linalg.norm(stacks[a] - stacks[b]) / np.linalg.norm(stacks[b]))
 
-    assert distance(1, 4) > 0.2  # measured 0.57
-    assert distance(2, 4) < 0.5 * distance(1, 4)  # measured 0.06
+    assert distance(1, 4) > 0.2  # measured 0.73
+    assert distance(2, 4) < 0.5 * distance(1, 4)  # measured 0.07
