@@ -12,6 +12,7 @@ went half wrong (SNR 1, seed 1: median 2.6, mean 40 degrees) scored 0.88 and a f
 import json
 
 import numpy as np
+import pytest
 import torch
 
 from cryohydra.inference.config import ReconstructConfig
@@ -21,9 +22,12 @@ from cryohydra.jobs.abinitio import JobOptions, run_job
 from cryohydra.metrics.reference import ReferenceMap
 
 
-def test_ab_initio_from_a_random_start_reaches_the_truth(simulated_set, tmp_path):
+@pytest.mark.parametrize("bf16", [False, pytest.param(True, marks=pytest.mark.slow)])
+def test_ab_initio_from_a_random_start_reaches_the_truth(simulated_set, tmp_path, bf16):
+    """``bf16``: the encoder's CNN and heads in bfloat16 (``--bf16-encoder``) meet the same
+    bars (slow tier)."""
     data = simulated_set(n_particles=2000, snr=3.0, shift_std_a=2.0, seed=0)
-    config = ReconstructConfig(epochs=8, switch=4, seed=0)
+    config = ReconstructConfig(epochs=8, switch=4, seed=0, encoder_bf16=bf16)
     out = tmp_path / "run"
     summary = run_job(read_star(data / "particles.star"), config, JobOptions(out, progress=False))
     errors = summary["pose_error"]

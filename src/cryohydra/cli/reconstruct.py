@@ -89,6 +89,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the stack has dark particles on a bright background",
     )
     data.add_argument(
+        "--bf16-encoder",
+        dest="encoder_bf16",
+        action="store_true",
+        help="run the encoder's CNN and heads in bfloat16 (GPU tensor cores); the rest stays "
+        "float32",
+    )
+    data.add_argument(
         "--whiten",
         action="store_true",
         help="whiten images and projections by the noise spectrum of the images' background "

@@ -99,6 +99,8 @@ class ReconstructConfig:
             kept symmetric and the maps are made by symmetry expansion (modes without a
             switch impose it from the start).
         invert_contrast: the stack has dark particles.
+        encoder_bf16: run the encoder's CNN and heads under bfloat16 autocast (for a GPU's
+            tensor cores); slicing, CTF, loss, pose table and volume stay float32.
         whiten: compare images and projections after whitening both by the noise spectrum
             estimated from the images' background (``docs/noise.md``): each frequency then
             counts by its signal-to-noise ratio, as it should under coloured noise.
@@ -140,6 +142,7 @@ class ReconstructConfig:
     symmetry: str = "C1"
     invert_contrast: bool = False
     whiten: bool = False
+    encoder_bf16: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

@@ -132,6 +132,7 @@ class AbInitio:
                 config.heads,
                 backbone=config.backbone,
                 max_shift_a=config.max_shift_a,
+                bf16=config.encoder_bf16,
             ).to(self.device)
         self.encoder_optimizer: torch.optim.Optimizer | None = torch.optim.Adam(
             self.encoder.parameters(), lr=config.encoder_lr

@@ -180,7 +180,8 @@ class PoseEncoder(nn.Module):
     """Images ``(B, L, L)`` -> rotations ``(B, M, 3, 3)`` and shifts ``(B, M, 2)`` in Å.
 
     ``max_shift_a`` defaults to 10 % of the box; the heads' outputs are read by a
-    :class:`SixDPoseOutput`.
+    :class:`SixDPoseOutput`. ``bf16``: the CNN and the heads run under bfloat16 autocast
+    (a GPU's tensor cores; it runs on a CPU too).
     """
 
     def __init__(
@@ -192,9 +193,11 @@ class PoseEncoder(nn.Module):
         hidden: int = 256,
         max_shift_a: float | None = None,
         sigmas_px: tuple[float, ...] = (0.0, 1.0, 2.0, 4.0),
+        bf16: bool = False,
     ) -> None:
         super().__init__()
         self.n_heads = n_heads
+        self.bf16 = bf16
         self.pyramid, self.features, n_features = build_front_end(box_size, backbone, sigmas_px)
         default = 0.1 * box_size * pixel_size_a
         self.output = SixDPoseOutput(default if max_shift_a is None else max_shift_a)
@@ -207,4 +210,8 @@ class PoseEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         x = self.pyramid(normalise_images(images))
-        return self.output(self.heads(self.features(x).flatten(1)))
+        # bf16 (``self.bf16``): the CNN and the heads only; the pyramid (FFTs) before them and
+        # the 6D -> rotation after them stay float32, as does everything outside the encoder.
+        with torch.autocast(x.device.type, dtype=torch.bfloat16, enabled=self.bf16):
+            out = self.heads(self.features(x).flatten(1))
+        return self.output(out.float())
