@@ -20,7 +20,7 @@ from pathlib import Path
 
 import torch
 
-from common import RESULTS, commit, machine
+from common import RESULTS, CountingBar, commit, machine
 from cryohydra.data import default_structure
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.inference.pose_search import projection_matching
@@ -28,22 +28,6 @@ from cryohydra.inference.train import AbInitio
 from cryohydra.io.star import read_star
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
 from cryohydra.simulate import SimulationConfig, simulate
-
-
-class _Count:
-    """A stand-in progress bar that counts images."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def update(self, n: int) -> None:
-        self.n += n
-
-    def set_description(self, _text: str) -> None:
-        pass
-
-    def set_postfix_str(self, *_args, **_kwargs) -> None:
-        pass
 
 
 def _timed(device: torch.device, work) -> tuple[float, float | None]:
@@ -72,7 +56,7 @@ def measure(star: Path, device: torch.device, bf16: bool, batches: int) -> dict:
 
     chosen = run.epoch_batches(1)[:batches]
     count = sum(len(b) for b in chosen)
-    stage("amortized", count, lambda: run.amortized_epoch(1, _Count(), chosen))
+    stage("amortized", count, lambda: run.amortized_epoch(1, CountingBar(), chosen))
 
     def search() -> None:
         projection_matching(
@@ -93,7 +77,7 @@ def measure(star: Path, device: torch.device, bf16: bool, batches: int) -> dict:
     run.epoch = 1
     chosen = run.epoch_batches(2)[:batches]
     count = sum(len(b) for b in chosen)
-    stage("auto_decoding", count, lambda: run.auto_decoding_epoch(2, _Count(), chosen))
+    stage("auto_decoding", count, lambda: run.auto_decoding_epoch(2, CountingBar(), chosen))
     posed = read_star(star)
     stage(
         "backprojection", n, lambda: reconstruct_known_poses(posed, device=device, progress=False)

@@ -74,3 +74,19 @@ def commit(root: Path | None = None) -> str:
     except OSError:
         return "unknown"
     return head + ("+changes" if dirty else "")
+
+
+class CountingBar:
+    """A stand-in for a run's progress bar that counts the images it is told of."""
+
+    def __init__(self) -> None:
+        self.n = 0
+
+    def update(self, n: int) -> None:
+        self.n += n
+
+    def set_description(self, _text: str) -> None:
+        pass
+
+    def set_postfix_str(self, *_args, **_kwargs) -> None:
+        pass

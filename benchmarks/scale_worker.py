@@ -19,23 +19,11 @@ import time
 
 import torch
 
+from common import CountingBar
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.inference.distributed import Context, process_group
 from cryohydra.inference.train import AbInitio
 from cryohydra.io.star import read_star
-
-
-class _Count:
-    """A stand-in progress bar that counts images."""
-
-    def __init__(self) -> None:
-        self.n = 0
-
-    def update(self, n: int) -> None:
-        self.n += n
-
-    def set_description(self, _text: str) -> None:
-        pass
 
 
 def _peak_mib(who: int) -> float:
@@ -79,7 +67,7 @@ def _measure(args: argparse.Namespace, context: Context, device: torch.device) -
                 torch.eye(3, device=device).expand(n, 3, 3), torch.zeros(n, 2, device=device), 1
             )
             run.epoch = 1
-        count = _Count()
+        count = CountingBar()
         epoch = 1 if stage == "amortized" else 2
         chosen = run.epoch_batches(epoch)[:batches]
         context.barrier()
