@@ -125,8 +125,6 @@ class SimulationConfig:
             )
         if self.ctf and self.ctf_table is not None:
             load_ctf_table(self.ctf_table)
-        if self.noise_spectrum is not None:
-            load_noise_spectrum(self.noise_spectrum)
         if not 0 <= self.contrast_sd < 1:
             raise ValueError(f"contrast sd must be in [0, 1), got {self.contrast_sd}")
         if not 0 <= self.junk_fraction < 1:
@@ -395,10 +393,11 @@ def simulate(
     volume, pixel_size_a = load_structure(
         config.structure, config.box_size, config.pixel_size_a, config.bfactor_a2
     )
+    # Read once, before anything is written (a bad file is refused naming it).
+    spectrum = None if config.noise_spectrum is None else load_noise_spectrum(config.noise_spectrum)
     paths = _outputs(Path(outdir), force)
     write_map(paths["map"], volume.numpy(), pixel_size_a, force=force)
 
-    spectrum = None if config.noise_spectrum is None else load_noise_spectrum(config.noise_spectrum)
     rng = np.random.default_rng(config.seed)
     rotations = sample_orientations(config, rng)
     shifts_a = rng.normal(scale=config.shift_std_a, size=(config.n_particles, 2))

@@ -109,7 +109,7 @@ def _correlations(prepared: _Prepared, rotations: torch.Tensor) -> torch.Tensor:
 
 
 def symmetry_correlation(prepared: _Prepared, operators: torch.Tensor) -> float:
-    """Mean correlation of a prepared map (:func:`_prepare`) with itself under the
+    """Mean correlation of a prepared map (:func:`_smoothed`) with itself under the
     non-identity ``operators`` ``(G, 3, 3)``."""
     eye = torch.eye(3, dtype=operators.dtype)
     others = operators[(operators - eye).abs().amax(dim=(-1, -2)) > 1e-6]
