@@ -102,6 +102,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(for coloured noise, as in real stacks)",
     )
     data.add_argument(
+        "--mask-diameter-a",
+        type=positive(float),
+        default=None,
+        help="a soft spherical mask of this diameter (Å) on the learned volume, a little "
+        "larger than the particle (RELION's particle diameter); default: none",
+    )
+    data.add_argument(
         "--no-ctf",
         action="store_true",
         help="the images have no CTF (simulated without one); needed for an input without "
@@ -297,9 +304,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--symmetry",
         type=symmetry,
         default="C1",
-        help="point group to impose (C<n>, D<n>, T, O, I, I1-I4; RELION's axes; experimental: "
-        "it failed on D2 beta-galactosidase, see docs/symmetry.md); pose errors are scored "
-        "modulo it",
+        help="point group to impose (C<n>, D<n>, T, O, I, I1-I4; RELION's axes) from the "
+        "switch on, found on the map of the switch's C1 search (docs/symmetry.md); pose errors "
+        "are scored modulo it",
     )
 
     running = parser.add_argument_group("running")

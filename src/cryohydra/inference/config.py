@@ -104,6 +104,12 @@ class ReconstructConfig:
         whiten: compare images and projections after whitening both by the noise spectrum
             estimated from the images' background (``docs/noise.md``): each frequency then
             counts by its signal-to-noise ratio, as it should under coloured noise.
+        mask_diameter_a: diameter (Å) of a soft spherical mask on the learned volume (as
+            RELION's particle diameter; a raised-cosine edge of ``MASK_EDGE_PX`` working
+            pixels beyond it, :func:`volume_mask`): density outside it cannot explain the
+            images. None: no mask.
+            The final map and half-maps (backprojections) are not masked; the model
+            volume is.
         seed: seeds the initial volume, the encoder and the batch order.
     """
 
@@ -143,6 +149,7 @@ class ReconstructConfig:
     invert_contrast: bool = False
     whiten: bool = False
     encoder_bf16: bool = False
+    mask_diameter_a: float | None = None
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -166,7 +173,12 @@ class ReconstructConfig:
             raise ValueError(f"march_epochs must be >= 0, got {self.march_epochs}")
         if self.encoder_box is not None and (self.encoder_box < 8 or self.encoder_box % 2):
             raise ValueError(f"encoder box must be even and >= 8, got {self.encoder_box}")
-        for name in ("start_resolution_a", "max_resolution_a", "search_coarse_resolution_a"):
+        for name in (
+            "start_resolution_a",
+            "max_resolution_a",
+            "search_coarse_resolution_a",
+            "mask_diameter_a",
+        ):
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value}")

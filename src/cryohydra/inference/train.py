@@ -55,12 +55,29 @@ from cryohydra.models.encoder import PoseEncoder
 from cryohydra.models.pose_table import PoseTable
 from cryohydra.models.volume import HartleyVolume
 from cryohydra.physics.fourier import fourier_crop_2d
+from cryohydra.physics.masks import soft_spherical_mask
 from cryohydra.physics.projector import SliceGrid
 
-__all__ = ["AMORTIZED", "AUTO_DECODING", "AbInitio"]
+__all__ = ["AMORTIZED", "AUTO_DECODING", "MASK_EDGE_PX", "AbInitio", "volume_mask"]
 
 AMORTIZED, AUTO_DECODING = "amortized", "auto-decoding"
 _INIT_SAMPLE = 512
+MASK_EDGE_PX = 3.0
+
+
+def volume_mask(diameter_a: float, box_size: int, pixel_size_a: float) -> torch.Tensor:
+    """The learned volume's soft spherical mask ``(L, L, L)``: 1 within ``diameter_a / 2``
+    (Å, at ``pixel_size_a`` Å/px), a raised-cosine edge of ``MASK_EDGE_PX`` pixels beyond it.
+    A ValueError when that does not fit in the box."""
+    radius_px = diameter_a / 2 / pixel_size_a
+    if radius_px + MASK_EDGE_PX > box_size / 2:
+        largest = 2 * (box_size / 2 - MASK_EDGE_PX) * pixel_size_a
+        raise ValueError(
+            f"a mask of diameter {diameter_a:g} A does not fit in the box of {box_size} px at "
+            f"{pixel_size_a:.3f} A/px with its {MASK_EDGE_PX:g} px soft edge (at most "
+            f"{largest:.1f} A)"
+        )
+    return soft_spherical_mask(box_size, radius_px, MASK_EDGE_PX)
 
 
 class AbInitio:
@@ -122,6 +139,9 @@ class AbInitio:
             amplitude.cpu(),
             generator=generator,
             symmetry=self.group if config.amortized_only else None,
+            mask=None
+            if config.mask_diameter_a is None
+            else volume_mask(config.mask_diameter_a, box, self.data.pixel_size_a),
         ).to(self.device)
         self.volume_optimizer = torch.optim.Adam(self.volume.parameters(), lr=config.volume_lr)
         with torch.random.fork_rng(devices=[]):

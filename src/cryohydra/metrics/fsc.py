@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from cryohydra.physics.fourier import fft3_centered, radius_grid_3d, shell_mean
+from cryohydra.physics.masks import soft_spherical_mask
 
 __all__ = [
     "as_volume",
@@ -44,21 +45,6 @@ def as_volume(volume: ArrayLike, dtype=torch.float64, even: bool = False) -> tor
         wanted = "an (L, L, L) volume, L even" if even else "a cubic (L, L, L) volume"
         raise ValueError(f"expected {wanted}, got shape {tuple(tensor.shape)}")
     return tensor
-
-
-def soft_spherical_mask(box_size: int, radius_px: float, edge_px: float) -> torch.Tensor:
-    """Spherical mask ``(L, L, L)`` float32 centred at index ``L // 2``, values in ``[0, 1]``.
-
-    1 up to ``radius_px``, then a raised-cosine edge ``(1 + cos(pi (r - radius) / edge)) / 2``
-    falling to 0 at ``radius_px + edge_px`` (pixels); a hard sphere when ``edge_px == 0``.
-    """
-    if radius_px < 0 or edge_px < 0:
-        raise ValueError("radius_px and edge_px must be non-negative")
-    r = radius_grid_3d(box_size)
-    if edge_px == 0:
-        return (r <= radius_px).to(torch.float32)
-    t = ((r - radius_px) / edge_px).clamp(0.0, 1.0)
-    return (0.5 * (1.0 + torch.cos(math.pi * t))).to(torch.float32)
 
 
 def radial_shell_index(box_size: int) -> torch.Tensor:

@@ -16,6 +16,11 @@ With a point group imposed (``symmetry``, rotations ``(G, 3, 3)``), the coeffici
 everywhere are those of the symmetrised volume ``mean_g h(g^T k)`` (trilinear at the rotated
 grid points; the transform of ``V(g x)`` is ``h(g k)``): the learned ``m`` and ``e`` are
 unconstrained and every slice, map and gradient is that of a symmetric molecule.
+
+With a real-space ``mask`` (e.g. a soft sphere a little larger than the particle), the same
+holds for the masked volume: the coefficients used are ``H[mask . H^-1[h]]`` (two 3D
+transforms per use), so nothing outside the mask (solvent noise, a neighbour's density) can
+explain the images.
 """
 
 from __future__ import annotations
@@ -63,6 +68,8 @@ class HartleyVolume(nn.Module):
         init_scale: standard deviation of the random initial mantissa.
         generator: seeds the random mantissa.
         symmetry: ``(G, 3, 3)`` rotations of a point group to impose (``None``: none).
+        mask: ``(L, L, L)`` real-space weights in ``[0, 1]`` applied to the volume (``None``:
+            none), e.g. :func:`~cryohydra.physics.masks.soft_spherical_mask`.
     """
 
     def __init__(
@@ -72,6 +79,7 @@ class HartleyVolume(nn.Module):
         init_scale: float = 0.1,
         generator: torch.Generator | None = None,
         symmetry: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if box_size % 2:
@@ -90,6 +98,8 @@ class HartleyVolume(nn.Module):
         self.register_buffer("operators", None, persistent=False)
         self._corners: tuple[torch.Tensor, torch.Tensor] | None = None  # of g^T k, cached
         self.impose(symmetry)
+        self.register_buffer("mask", None, persistent=False)  # like the group: from settings
+        self.set_mask(mask)
 
     def impose(self, symmetry: torch.Tensor | None) -> None:
         """Impose the point group ``(G, 3, 3)`` from now on (``None`` or one operator: none);
@@ -100,6 +110,17 @@ class HartleyVolume(nn.Module):
         self.operators = operators
         self._corners = None
 
+    def set_mask(self, mask: torch.Tensor | None) -> None:
+        """Apply the real-space ``mask`` ``(L, L, L)`` from now on (``None``: none)."""
+        if mask is not None:
+            mask = torch.as_tensor(mask, dtype=torch.float32, device=self.support.device)
+            if mask.shape != (self.box_size,) * 3:
+                raise ValueError(
+                    f"a mask for a {self.box_size} px volume must be {(self.box_size,) * 3}, "
+                    f"got {tuple(mask.shape)}"
+                )
+        self.mask = mask
+
     @staticmethod
     def from_state_dict(state: dict) -> HartleyVolume:
         """A volume holding a saved ``state_dict`` (its size read from the state)."""
@@ -109,8 +130,13 @@ class HartleyVolume(nn.Module):
 
     def hartley(self) -> torch.Tensor:
         """``(L, L, L)`` Hartley coefficients ``m exp(e)``, zero outside the support (and
-        symmetrised when a group is imposed)."""
-        coefficients = self.mantissa * torch.exp(self.exponent) * self.support
+        symmetrised when a group is imposed, masked when a mask is set)."""
+        coefficients = self._symmetrised(self.mantissa * torch.exp(self.exponent) * self.support)
+        if self.mask is None:
+            return coefficients
+        return hartley3(ihartley3(coefficients) * self.mask) * self.support
+
+    def _symmetrised(self, coefficients: torch.Tensor) -> torch.Tensor:
         if self.operators is None:
             return coefficients
         box = self.box_size
