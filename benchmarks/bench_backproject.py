@@ -137,10 +137,10 @@ def _log_seconds(log: str) -> float:
     return max((last - first).total_seconds(), 1.0)
 
 
-def run_cryodrgn(folder: Path, out: Path, n: int) -> dict:
+def run_cryodrgn(star: Path, out: Path, n: int) -> dict:
+    """cryoDRGN's ``backproject_voxel`` on ``star`` (``n`` rows); maps linked into ``out``."""
     out.mkdir(parents=True, exist_ok=True)
     drgn = peer_python("cryodrgn").parent / "cryodrgn"
-    star = folder / "particles.star"
     for command, pkl in (("parse_ctf_star", "ctf.pkl"), ("parse_pose_star", "pose.pkl")):
         subprocess.run([drgn, command, star, "-o", out / pkl], check=True, capture_output=True)
     record = _timed(
@@ -232,7 +232,7 @@ def sweep(results: dict, boxes: tuple[int, ...] = BOXES) -> None:
                         if tool == "cryohydra":
                             record = run_cryohydra(folder, out)
                         else:
-                            record = run_cryodrgn(folder, out, n)
+                            record = run_cryodrgn(folder / "particles.star", out, n)
                         row = {
                             "dataset": folder.name,
                             "tool": tool,
