@@ -429,3 +429,36 @@ def test_no_pixel_size_anywhere(tmp_path):
     star = write_table(tmp_path / "nopix.star", {"": {"rlnImageName": "1@nopix.mrcs"}})
     with pytest.raises(InputFileError, match="nopix.star.*no pixel size"):
         read_star(star)
+
+
+def test_ctf_scale_factor_round_trips_through_star_and_cs(tmp_path):
+    from cryohydra.io.cryosparc import read_cs, write_cs
+
+    original = read_star(RELION31)
+    assert np.all(original.ctf.scale == 1)
+    assert (
+        "rlnCtfScalefactor"
+        not in starfile.read(write_star(tmp_path / "ones.star", original))["particles"]
+    )
+    scale = np.linspace(0.5, 1.5, len(original))
+    scaled = original.with_amplitude_scale(scale)
+    back = read_star(write_star(tmp_path / "scaled.star", scaled))
+    np.testing.assert_allclose(back.ctf.scale, scale, rtol=1e-9)
+    np.testing.assert_allclose(read_cs(write_cs(tmp_path / "s.cs", scaled)).ctf.scale, scale)
+    # The scale multiplies each particle's CTF.
+    frequencies = torch.tensor([[0.01, 0.02], [0.05, -0.03]])
+    rows = np.arange(len(original))
+    ratio = scaled.transfer_function(rows)(frequencies) / original.transfer_function(rows)(
+        frequencies
+    )
+    np.testing.assert_allclose(ratio.numpy(), np.repeat(scale[:, None], 2, 1), rtol=1e-5)
+
+
+def test_a_ctf_scale_factor_that_is_not_positive_is_refused_with_its_row(tmp_path):
+    blocks = starfile.read(RELION31, always_dict=True)
+    blocks["particles"]["rlnCtfScalefactor"] = [1.0, 0.9, 0.0, 1.1, 1.0][: len(blocks["particles"])]
+    path = write_table(tmp_path / "zero_scale.star", blocks)
+    with pytest.raises(
+        InputFileError, match=r"zero_scale.star.*rlnCtfScalefactor must be > 0, found 0 in row 3"
+    ):
+        read_star(path)

@@ -102,6 +102,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "(for coloured noise, as in real stacks)",
     )
     data.add_argument(
+        "--amplitude-scale",
+        action="store_true",
+        help="estimate each particle's amplitude (rlnCtfScalefactor) against the map, for "
+        "stacks whose contrast varies from particle to particle (needs a CTF)",
+    )
+    data.add_argument(
         "--mask-diameter-a",
         type=positive(float),
         default=None,

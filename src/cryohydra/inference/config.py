@@ -104,6 +104,12 @@ class ReconstructConfig:
         whiten: compare images and projections after whitening both by the noise spectrum
             estimated from the images' background (``docs/noise.md``): each frequency then
             counts by its signal-to-noise ratio, as it should under coloured noise.
+        amplitude_scale: estimate each particle's amplitude (the CTF's ``scale``, RELION's
+            ``rlnCtfScalefactor``) in closed form against the map at its pose, after the
+            switch's search and after every auto-decoding epoch (mean 1, within
+            ``SCALE_LIMITS``): real stacks vary in contrast from particle to particle (ice
+            thickness). Needs a CTF. The scales are written to the STAR file and used by the
+            final reconstruction. Off: the input's scales (1 when absent) are kept.
         mask_diameter_a: diameter (Å) of a soft spherical mask on the learned volume (as
             RELION's particle diameter; a raised-cosine edge of ``MASK_EDGE_PX`` working
             pixels beyond it, :func:`volume_mask`): density outside it cannot explain the
@@ -150,6 +156,7 @@ class ReconstructConfig:
     whiten: bool = False
     encoder_bf16: bool = False
     mask_diameter_a: float | None = None
+    amplitude_scale: bool = False
     seed: int = 0
 
     def __post_init__(self) -> None:

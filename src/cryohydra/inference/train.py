@@ -58,11 +58,21 @@ from cryohydra.physics.fourier import fourier_crop_2d
 from cryohydra.physics.masks import soft_spherical_mask
 from cryohydra.physics.projector import SliceGrid
 
-__all__ = ["AMORTIZED", "AUTO_DECODING", "MASK_EDGE_PX", "AbInitio", "volume_mask"]
+__all__ = [
+    "AMORTIZED",
+    "AUTO_DECODING",
+    "MASK_EDGE_PX",
+    "SCALE_LIMITS",
+    "AbInitio",
+    "volume_mask",
+]
 
 AMORTIZED, AUTO_DECODING = "amortized", "auto-decoding"
 _INIT_SAMPLE = 512
 MASK_EDGE_PX = 3.0
+# Bounds of a particle's estimated amplitude (ReconstructConfig.amplitude_scale): junk, which
+# matches no projection, goes to the lower one and so weighs little in the maps.
+SCALE_LIMITS = (0.1, 10.0)
 
 
 def volume_mask(diameter_a: float, box_size: int, pixel_size_a: float) -> torch.Tensor:
@@ -113,6 +123,11 @@ class AbInitio:
         self.shard = shard_rows(self.n_total, self.context)
         if self.context.active:
             particles = particles.subset(self.shard)
+        if config.amplitude_scale and particles.ctf is None:
+            raise ValueError(
+                f"{particles.source}: --amplitude-scale needs the particles' CTF (the scale "
+                "multiplies it)"
+            )
         self.particles = particles
         self.evaluate = evaluate
         self.data = ParticleBatches(
@@ -303,15 +318,14 @@ class AbInitio:
         return torch.cat(kept) if keep_candidates else None
 
     @torch.no_grad()
-    def particle_scores(self) -> np.ndarray:
-        """Each particle's score ``(N,)`` (all particles; every rank must call this): the
-        correlation of its image with the projection at its pose (CTF-modulated, shifted),
-        over the frequencies of the last epoch's loss but the image's mean. Junk (empty ice,
-        an edge, an aggregate, another protein) matches no projection and scores near 0."""
+    def _fits(self, epoch: int):
+        """For each batch of this rank's particles: ``rows`` and, between its image ``X`` and
+        the projection ``P`` at its pose (with its transfer function and shift), over the
+        frequencies of ``epoch``'s loss but the mean (``k = 0``, which an uneven background
+        shifts), ``Re <P, X>``, ``|P|^2`` and ``|X|^2``, each ``(B,)`` float64."""
         hartley = self.volume.hartley()
-        grid = self.loss_grid(max(self.epoch, 1))
+        grid = self.loss_grid(max(epoch, 1))
         n = len(self.data)
-        scores = torch.empty(n, dtype=torch.float64, device=self.device)
         shifts_on = self.config.predict_shifts
         for start in range(0, n, self.config.batch_size):
             batch = self.data.load(np.arange(start, min(n, start + self.config.batch_size)), grid)
@@ -319,13 +333,50 @@ class AbInitio:
             shifts = self.table.shifts_a[rows] if shifts_on else None
             predicted = self.volume.slices(self.table.rotations[rows], batch.grid, hartley)
             predicted = batch.model.modulate(predicted, batch.transfer, shifts)
-            # Without the image's mean (k = 0), which an uneven background shifts.
             ac = batch.grid.coords[:, :2].norm(dim=-1) > 0.5
-            image, model = batch.spectra[:, ac], predicted[:, ac]
+            image, model = batch.spectra[:, ac].cdouble(), predicted[:, ac].cdouble()
             inner = (model.conj() * image).real.sum(dim=-1)
-            norms = model.abs().norm(dim=-1) * image.abs().norm(dim=-1)
-            scores[rows] = (inner / norms.clamp_min(1e-30)).double()
+            yield rows, inner, model.abs().square().sum(-1), image.abs().square().sum(-1)
+
+    @torch.no_grad()
+    def particle_scores(self) -> np.ndarray:
+        """Each particle's score ``(N,)`` (all particles; every rank must call this): the
+        correlation of its image with the projection at its pose (CTF-modulated, shifted),
+        over the frequencies of the last epoch's loss but the image's mean. Junk (empty ice,
+        an edge, an aggregate, another protein) matches no projection and scores near 0."""
+        scores = torch.empty(len(self.data), dtype=torch.float64, device=self.device)
+        for rows, inner, model_power, image_power in self._fits(self.epoch):
+            scores[rows] = inner / (model_power * image_power).sqrt().clamp_min(1e-30)
         return self._gather(scores).cpu().numpy()
+
+    def amplitude_scales(self) -> np.ndarray:
+        """Every particle's CTF amplitude ``(N,)`` as the run now uses it (gathered like
+        :meth:`poses`): the input's (1 when absent) unless ``amplitude_scale`` estimates it."""
+        ctf = self.data.particles.ctf
+        local = np.ones(len(self.data)) if ctf is None else ctf.scale
+        return self._gather(torch.as_tensor(local, device=self.device)).cpu().numpy()
+
+    @torch.no_grad()
+    def update_amplitude_scales(self, epoch: int) -> dict:
+        """Each particle's amplitude ``a`` in closed form against the map at its pose: with
+        the projection ``P`` made with the current ``a``, the least-squares factor
+        ``b = Re <P, X> / |P|^2`` gives ``a b``; then bounded to ``SCALE_LIMITS`` and divided
+        by the mean over all particles (the map holds the overall scale). Returns the spread."""
+        current = torch.as_tensor(self.data.particles.require_ctf().scale, device=self.device)
+        found = current.clone()
+        for rows, inner, model_power, _ in self._fits(epoch):
+            found[rows] = current[rows] * inner / model_power.clamp_min(1e-30)
+        found = found.clamp(*SCALE_LIMITS)
+        mean = self.context.sum_float(float(found.sum())) / self.n_total
+        found = (found / mean).clamp(*SCALE_LIMITS)
+        self.data.set_amplitude_scale(found.cpu().numpy())
+        every = self._gather(found)
+        return {
+            "sd": float(every.std(correction=0)),
+            "min": float(every.min()),
+            "max": float(every.max()),
+            "change": float(self._gather((found - current).abs()).mean()),
+        }
 
     def _pose_steps(self, batch: Batch, hartley: torch.Tensor) -> None:
         shifts_on = self.config.predict_shifts
@@ -522,6 +573,8 @@ class AbInitio:
             framed, rotations, shifts = self.into_group_frame(epoch, rotations, shifts)
             searched = {**(searched or {}), "group_frame": framed}
         self.enter_auto_decoding(rotations, shifts, epoch)
+        if config.amplitude_scale:
+            searched = {**(searched or {}), "amplitude_scale": self.update_amplitude_scales(epoch)}
         return searched
 
     @torch.no_grad()
@@ -636,6 +689,9 @@ class AbInitio:
         bar.set_postfix_str("", refresh=False)
         if epoch == self.config.epochs and self.stage == AMORTIZED:
             self.encoder_pass(epoch)  # final poses from the trained encoder
+        scaled = None
+        if stage == AUTO_DECODING and self.config.amplitude_scale:
+            scaled = self.update_amplitude_scales(epoch)
         checked = None
         if self._wants_symmetry_check(epoch, stage):
             checked = self.symmetry_check(epoch)
@@ -658,6 +714,8 @@ class AbInitio:
             record["pose_search"] = searched
         if checked is not None:
             record["symmetry_check"] = checked
+        if scaled is not None:
+            record["amplitude_scale"] = scaled
         if stage == AMORTIZED:
             assigned = self.winners[self.winners >= 0]
             usage = torch.bincount(assigned, minlength=self.config.n_candidates)
@@ -760,6 +818,7 @@ class AbInitio:
             "table": table,
             "winners": self._gather(self.winners),
             "previous": previous,
+            "amplitude_scale": torch.as_tensor(self.amplitude_scales()),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -798,3 +857,5 @@ class AbInitio:
         self.previous = (
             None if previous is None else tuple(mine(p).to(self.device) for p in previous)
         )
+        if self.config.amplitude_scale and state.get("amplitude_scale") is not None:
+            self.data.set_amplitude_scale(mine(state["amplitude_scale"]).numpy())

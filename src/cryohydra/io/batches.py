@@ -216,6 +216,11 @@ class ParticleBatches:
         rows_t = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
         return Batch(rows_t, images, spectra, transfer, model)
 
+    def set_amplitude_scale(self, scale: np.ndarray) -> None:
+        """Each particle's CTF amplitude ``(N,)`` from now on (``CTFParams.scale``): every
+        batch's transfer function, and so every comparison and backprojection, carries it."""
+        self.particles = self.particles.with_amplitude_scale(scale)
+
     def transfer_function(self, rows: np.ndarray) -> TransferFunction:
         """The transfer functions of the particles ``rows``, on the working device (whitened
         like the images)."""

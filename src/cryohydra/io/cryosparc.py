@@ -43,7 +43,13 @@ _CTF_REQUIRED = {
     "cs_mm": "ctf/cs_mm",
     "amplitude_contrast": "ctf/amp_contrast",
 }
-_CTF_OPTIONAL = {"phase_shift_rad": "ctf/phase_shift_rad", "bfactor_a2": "ctf/bfactor"}
+# Optional fields and their value when absent (``ctf/scale``: the CTF's amplitude scale, as
+# RELION's rlnCtfScalefactor).
+_CTF_OPTIONAL = {
+    "phase_shift_rad": ("ctf/phase_shift_rad", 0.0),
+    "bfactor_a2": ("ctf/bfactor", 0.0),
+    "scale": ("ctf/scale", 1.0),
+}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -103,8 +109,8 @@ def _ctf(data: np.ndarray, path: Path) -> CTFParams | None:
     if missing:
         raise InputFileError(path, f"has some CTF fields but lacks {', '.join(missing)}")
     values = {key: _field(data, path, field) for key, field in _CTF_REQUIRED.items()}
-    for key, field in _CTF_OPTIONAL.items():
-        values[key] = _field(data, path, field) if field in names else np.zeros(len(data))
+    for key, (field, absent) in _CTF_OPTIONAL.items():
+        values[key] = _field(data, path, field) if field in names else np.full(len(data), absent)
     return CTFParams(**values)
 
 
@@ -180,7 +186,8 @@ def _dtype(particles: ParticleSet, path_chars: int) -> np.dtype:
     ]
     if particles.ctf is not None:
         fields.append(("ctf/exp_group_id", "<u4"))
-        fields += [(name, "<f4") for name in (*_CTF_REQUIRED.values(), *_CTF_OPTIONAL.values())]
+        names = [*_CTF_REQUIRED.values(), *(field for field, _ in _CTF_OPTIONAL.values())]
+        fields += [(name, "<f4") for name in names]
     if particles.rotations is not None:
         fields += [
             ("alignments3D/shift", "<f4", (2,)),
@@ -202,7 +209,9 @@ def _to_array(particles: ParticleSet, out_dir: Path) -> np.ndarray:
     if particles.ctf is not None:
         out["ctf/exp_group_id"] = particles.optics_group
         ctf = particles.ctf.as_dict()
-        for key, field in (*_CTF_REQUIRED.items(), *_CTF_OPTIONAL.items()):
+        for key, field in _CTF_REQUIRED.items():
+            out[field] = ctf[key]
+        for key, (field, _) in _CTF_OPTIONAL.items():
             out[field] = ctf[key]
     if particles.rotations is not None:
         rotations = torch.from_numpy(particles.rotations)

@@ -24,7 +24,11 @@ __all__ = ["CTFParams", "ParticleSet", "random_half_split"]
 
 @dataclass(frozen=True)
 class CTFParams:
-    """Per-particle CTF parameters, each an ``(N,)`` float64 array (RELION / CTFFIND meaning)."""
+    """Per-particle CTF parameters, each an ``(N,)`` float64 array (RELION / CTFFIND meaning).
+
+    ``scale`` multiplies the CTF (RELION's ``rlnCtfScalefactor``, cryoSPARC's ``ctf/scale``):
+    each particle's amplitude relative to the others (ice thickness, dose); 1 when unknown.
+    """
 
     defocus_u_a: np.ndarray
     defocus_v_a: np.ndarray
@@ -34,6 +38,7 @@ class CTFParams:
     amplitude_contrast: np.ndarray
     phase_shift_rad: np.ndarray
     bfactor_a2: np.ndarray
+    scale: np.ndarray | float = 1.0
 
     def __post_init__(self) -> None:
         n = len(self.defocus_u_a)
@@ -181,6 +186,11 @@ class ParticleSet:
             "names_sha256": names.hexdigest(),
             "sample_sha256": sample.hexdigest(),
         }
+
+    def with_amplitude_scale(self, scale: np.ndarray) -> ParticleSet:
+        """A new set whose CTF has the per-particle amplitude ``scale`` ``(N,)``."""
+        ctf = self.require_ctf()
+        return replace(self, ctf=replace(ctf, scale=np.asarray(scale, dtype=np.float64)))
 
     def with_poses(self, rotations: np.ndarray, shifts_a: np.ndarray | None) -> ParticleSet:
         """A new set with the given poses (``(N, 3, 3)``, ``(N, 2)`` Å)."""

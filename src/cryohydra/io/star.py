@@ -57,6 +57,7 @@ _INTERPRETED = {
     *_DEFOCUS,
     "rlnPhaseShift",
     "rlnCtfBfactor",
+    "rlnCtfScalefactor",
     *_ANGLES,
     "rlnOriginX",
     "rlnOriginY",
@@ -278,7 +279,23 @@ def _ctf(cols: _Columns) -> CTFParams | None:
         amplitude_contrast=amplitude,
         phase_shift_rad=np.deg2rad(optional("rlnPhaseShift")),
         bfactor_a2=optional("rlnCtfBfactor"),
+        scale=_scale(cols),
     )
+
+
+def _scale(cols: _Columns) -> np.ndarray:
+    """``rlnCtfScalefactor`` (each particle's CTF amplitude), 1 when absent; refused unless
+    positive and finite."""
+    if not cols.has("rlnCtfScalefactor"):
+        return np.ones(len(cols))
+    scale = cols.numeric("rlnCtfScalefactor")
+    bad = ~np.isfinite(scale) | (scale <= 0)
+    if np.any(bad):
+        row = int(np.argmax(bad))
+        raise InputFileError(
+            cols.source, f"rlnCtfScalefactor must be > 0, found {scale[row]:g} in row {row + 1}"
+        )
+    return scale
 
 
 def _rotations(cols: _Columns) -> np.ndarray | None:
@@ -448,6 +465,8 @@ def _particle_table(particles: ParticleSet, out_dir: Path, groups: np.ndarray) -
         table["rlnDefocusAngle"] = np.rad2deg(ctf.astigmatism_angle_rad)
         table["rlnPhaseShift"] = np.rad2deg(ctf.phase_shift_rad)
         table["rlnCtfBfactor"] = ctf.bfactor_a2
+        if np.any(ctf.scale != 1):
+            table["rlnCtfScalefactor"] = ctf.scale
     if particles.rotations is not None:
         angles = matrix_to_euler_relion(torch.from_numpy(particles.rotations)).numpy()
         for i, name in enumerate(_ANGLES):

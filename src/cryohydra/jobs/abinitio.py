@@ -70,6 +70,7 @@ __all__ = ["JobOptions", "run_job"]
 # Columns written to particles.star: each particle's score (the correlation of its image with
 # the projection at its pose) and whether the final map uses it; the simulator's junk label.
 SCORE_COLUMN, KEPT_COLUMN, JUNK_COLUMN = "cryohydraScore", "cryohydraKept", "cryohydraJunk"
+CONTRAST_COLUMN = "cryohydraContrast"  # a simulated set's true contrast (simulate --contrast-sd)
 
 log = logging.getLogger(__name__)
 
@@ -395,10 +396,13 @@ def _run_job(
         ]
         poses = [r.poses() for r in runs]  # every rank gathers
         half_scores = [r.particle_scores() for r in runs]
+        half_amplitudes = [r.amplitude_scales() for r in runs]
         if not context.is_main:
             return {"rank": context.rank}
         scores = np.empty(len(particles))
         scores[halves[0]], scores[halves[1]] = half_scores
+        amplitudes = np.empty(len(particles))
+        amplitudes[halves[0]], amplitudes[halves[1]] = half_amplitudes
         rotations = np.empty((len(particles), 3, 3))
         shifts = np.empty((len(particles), 2))
         rotations[halves[0]], shifts[halves[0]] = poses[0]
@@ -414,6 +418,7 @@ def _run_job(
         )
         rotations, shifts = run.poses()
         scores = run.particle_scores()
+        amplitudes = run.amplitude_scales()
         if not context.is_main:
             return {"rank": context.rank}
         training = [_run_summary(run)]
@@ -429,6 +434,8 @@ def _run_job(
         rotations = canonical_mates(torch.from_numpy(rotations), group).numpy()
     kept = _kept(scores, options.keep_best)
     estimated = bare.with_poses(rotations, shifts if config.predict_shifts else None)
+    if estimated.ctf is not None:  # the amplitudes the run used (estimated or the input's)
+        estimated = estimated.with_amplitude_scale(amplitudes)
     estimated = replace(
         estimated,
         extra_columns={
@@ -464,6 +471,8 @@ def _run_job(
         "nyquist_a": 2 * pixel,
         "particle_scores": _score_summary(scores, kept, particles),
     }
+    if config.amplitude_scale:
+        summary["amplitude_scale"] = _amplitude_summary(amplitudes, particles)
     if reference is not None:
         versus = reference.fsc_of(result.full.cpu(), pixel)
         curves["map vs reference"] = versus["curve"]
@@ -538,6 +547,24 @@ def _score_summary(scores: np.ndarray, kept: np.ndarray, particles: ParticleSet)
         if 0 < junk.sum() < len(junk):
             out["junk_roc_auc"] = roc_auc(scores, ~junk)
             out["junk_in_kept"] = float(junk[kept].mean())
+    return out
+
+
+def _amplitude_summary(amplitudes: np.ndarray, particles: ParticleSet) -> dict:
+    """The estimated amplitudes' spread and, for a simulated set that records each particle's
+    true contrast, their correlation with it over the molecule's particles (not the junk)."""
+    out: dict = {
+        "sd": float(amplitudes.std()),
+        "min": float(amplitudes.min()),
+        "max": float(amplitudes.max()),
+    }
+    truth = particles.extra_columns.get(CONTRAST_COLUMN)
+    if truth is not None:
+        labels = particles.extra_columns.get(JUNK_COLUMN)
+        real = np.ones(len(amplitudes), bool) if labels is None else np.asarray(labels) != 1
+        truth = np.asarray(truth, dtype=np.float64)
+        if real.sum() > 2 and truth[real].std() > 0:
+            out["correlation_with_truth"] = float(np.corrcoef(amplitudes[real], truth[real])[0, 1])
     return out
 
 

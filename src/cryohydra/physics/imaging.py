@@ -63,7 +63,8 @@ class TransferFunction(ABC):
 @dataclass(frozen=True)
 class CTF(TransferFunction):
     """The contrast transfer function of ``B`` images: parameters as ``(B,)`` tensors
-    (:func:`cryohydra.physics.ctf.ctf_2d`)."""
+    (:func:`cryohydra.physics.ctf.ctf_2d`), times each image's amplitude ``scale``
+    (RELION's ``rlnCtfScalefactor``; 1 when not given)."""
 
     defocus_u_a: torch.Tensor
     defocus_v_a: torch.Tensor
@@ -73,10 +74,14 @@ class CTF(TransferFunction):
     amplitude_contrast: torch.Tensor
     phase_shift_rad: torch.Tensor
     bfactor_a2: torch.Tensor
+    scale: torch.Tensor
 
     @staticmethod
     def from_arrays(arrays: dict[str, np.ndarray], device=None) -> CTF:
-        """From ``(B,)`` arrays named as the fields (e.g. ``CTFParams.as_dict()``)."""
+        """From ``(B,)`` arrays named as the fields (e.g. ``CTFParams.as_dict()``); ``scale``
+        may be left out (ones)."""
+        n = len(arrays["defocus_u_a"])
+        arrays = {"scale": np.ones(n), **arrays}
         return CTF(
             **{
                 f.name: torch.as_tensor(arrays[f.name], dtype=torch.float32, device=device)
@@ -88,7 +93,9 @@ class CTF(TransferFunction):
         return len(self.defocus_u_a)
 
     def __call__(self, frequencies_a: torch.Tensor) -> torch.Tensor:
-        return ctf_2d(frequencies_a, **{f.name: getattr(self, f.name) for f in fields(self)})
+        physics = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "scale"}
+        values = ctf_2d(frequencies_a, **physics)
+        return values * self.scale.reshape(-1, *[1] * (values.ndim - 1))
 
     def subset(self, index: torch.Tensor | np.ndarray) -> CTF:
         return CTF(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
