@@ -9,6 +9,7 @@ shells as stored, 1.09 times once whitened.
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ import pytest
 
 from cryohydra.cli.main import main as cli
 from cryohydra.io.batches import ParticleBatches
+from cryohydra.io.particles import CTFParams, ParticleSet
 from cryohydra.io.star import read_star
 from cryohydra.physics.noise import Whitened, background_power_spectrum
 
@@ -38,13 +40,61 @@ def test_whitened_batches_have_white_noise_and_whitened_transfer(coloured_set):
     plain = ParticleBatches(particles)
     whitened = ParticleBatches(particles, whiten=True)
     rows = np.arange(200)
-    assert plain.whitening is None and _tilt(plain.read(rows)) > 1.8  # measured 2.4
+    assert not plain.whitenings and _tilt(plain.read(rows)) > 1.8  # measured 2.4
     assert abs(_tilt(whitened.read(rows)) - 1) < 0.25  # measured 1.09
     batch = whitened.load(rows[:8])
     assert isinstance(whitened.transfer_function(rows[:8]), Whitened)
     ratio = batch.transfer / plain.load(rows[:8]).transfer
-    gain = whitened.whitening.gain(batch.frequencies_a)
+    gain = whitened.whitenings[1].gain(batch.frequencies_a)
     np.testing.assert_allclose(ratio[0].numpy(), gain.numpy(), rtol=1e-4)
+
+
+def _in_two_optics_groups(first: ParticleSet, second: ParticleSet) -> ParticleSet:
+    """The two sets as one, the second as optics group 2."""
+
+    def both(name: str) -> np.ndarray:
+        return np.concatenate([getattr(first, name), getattr(second, name)])
+
+    arrays = first.ctf.as_dict()
+    ctf = CTFParams(**{k: np.concatenate([v, second.ctf.as_dict()[k]]) for k, v in arrays.items()})
+    groups = np.repeat([1, 2], [len(first), len(second)])
+    return replace(
+        first,
+        image_paths=both("image_paths"),
+        image_indices=both("image_indices"),
+        pixel_size_a=both("pixel_size_a"),
+        ctf=ctf,
+        rotations=both("rotations"),
+        shifts_a=both("shifts_a"),
+        optics_group=groups,
+        image_names=None,
+        extra_columns={},
+        _stacks={},
+    )
+
+
+def test_each_optics_group_is_whitened_by_its_own_background(coloured_set, simulated_set):
+    coloured = read_star(coloured_set / "particles.star")
+    white = read_star(simulated_set(n_particles=200, snr=0.1, seed=10) / "particles.star")
+    mixed = _in_two_optics_groups(coloured, white)
+    pooled = ParticleBatches(replace(mixed, optics_group=np.ones(400, np.int64)), whiten=True)
+    grouped = ParticleBatches(mixed, whiten=True)
+    first, second = np.arange(200), np.arange(200, 400)
+    # One spectrum for both leaves the coloured group tilted and tilts the white one the
+    # other way (measured 1.60 and 0.67); one per group makes both white (1.09 and 1.00).
+    assert _tilt(pooled.read(first)) > 1.3 and _tilt(pooled.read(second)) < 0.8
+    for rows in (first, second):
+        assert abs(_tilt(grouped.read(rows)) - 1) < 0.2
+    # A batch across the groups: each image's transfer carries its own group's gain.
+    rows = np.array([0, 399])
+    transfer = grouped.transfer_function(rows)
+    plain = ParticleBatches(mixed).transfer_function(rows)
+    k = grouped.frequencies_a
+    ratio = transfer(k) / plain(k)
+    for i, group in enumerate((1, 2)):
+        np.testing.assert_allclose(
+            ratio[i].numpy(), grouped.whitenings[group].gain(k).numpy(), rtol=1e-4
+        )
 
 
 def test_reconstruct_whiten_runs_and_records_it(coloured_set, tmp_path):

@@ -26,6 +26,7 @@ from cryohydra.physics.fourier import fft2_centered, fourier_crop_2d
 from cryohydra.physics.imaging import ImagingModel, TransferFunction
 from cryohydra.physics.noise import (
     NoiseSpectrum,
+    Whitened,
     Whitening,
     background_power_spectrum,
     centre_contrast,
@@ -36,6 +37,7 @@ __all__ = ["Batch", "ParticleBatches", "epoch_batches"]
 _PREFETCH = 4  # batches read ahead by each worker
 
 _SCALE_SAMPLE = 1000
+_MIN_GROUP_IMAGES = 200  # an optics group with fewer images is whitened by the whole set's
 
 
 @dataclass(frozen=True)
@@ -116,10 +118,11 @@ class ParticleBatches:
         self.frequencies_a = self.grid.frequencies_a(self.pixel_size_a)
         self.sign = -1.0 if invert_contrast else 1.0
         self.scale = 1.0
-        self.whitening: Whitening | None = None
+        # One whitening per optics group (detectors, sessions and ice differ between groups).
+        self.whitenings: dict[int, Whitening] = {}
         self.scale = self._estimate_scale()
         if whiten:
-            self.whitening = Whitening(self._noise_spectrum(), self.working_box, self.pixel_size_a)
+            self.whitenings = self._whitenings()
 
     def __len__(self) -> int:
         return len(self.particles)
@@ -149,11 +152,29 @@ class ParticleBatches:
             f"images); the model expects bright ones: run {wanted} --invert-contrast?"
         )
 
-    def _noise_spectrum(self) -> NoiseSpectrum:
-        """The noise spectrum of the working images (scaled, not whitened) from a sample."""
-        n = len(self.particles)
-        rows = np.unique(np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64))
-        return background_power_spectrum(self.read(rows), self.pixel_size_a)
+    def _noise_spectrum(self, members: np.ndarray) -> NoiseSpectrum:
+        """The noise spectrum of the working images (scaled, not whitened) of ``members``,
+        from up to ``_SCALE_SAMPLE`` of them spread over the list."""
+        n = len(members)
+        picks = np.unique(np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64))
+        return background_power_spectrum(self.read(members[picks]), self.pixel_size_a)
+
+    def _whitenings(self) -> dict[int, Whitening]:
+        """A whitening per optics group, from that group's background; a group of fewer than
+        ``_MIN_GROUP_IMAGES`` images gets the whole set's (its own would be too noisy)."""
+        groups = self.particles.optics_group
+        pooled: NoiseSpectrum | None = None
+        out = {}
+        for group in np.unique(groups):
+            members = np.nonzero(groups == group)[0]
+            if len(members) >= _MIN_GROUP_IMAGES:
+                spectrum = self._noise_spectrum(members)
+            else:
+                if pooled is None:
+                    pooled = self._noise_spectrum(np.arange(len(groups)))
+                spectrum = pooled
+            out[int(group)] = Whitening(spectrum, self.working_box, self.pixel_size_a)
+        return out
 
     def read(self, rows: np.ndarray) -> torch.Tensor:
         """The images ``rows`` as stored, cropped to the working box and scaled, on the CPU
@@ -162,7 +183,13 @@ class ParticleBatches:
         if self.working_box != images.shape[-1]:
             images = fourier_crop_2d(images, self.working_box)
         images = images * (self.sign * self.scale)
-        return images if self.whitening is None else self.whitening.images(images)
+        if not self.whitenings:
+            return images
+        groups = self.particles.optics_group[rows]
+        for group in np.unique(groups):
+            members = torch.from_numpy(groups == group)
+            images[members] = self.whitenings[int(group)].images(images[members])
+        return images
 
     def _images(self, rows: np.ndarray) -> torch.Tensor:
         return self.read(rows).to(self.device)
@@ -225,7 +252,12 @@ class ParticleBatches:
         """The transfer functions of the particles ``rows``, on the working device (whitened
         like the images)."""
         transfer = self.particles.transfer_function(rows, self.device)
-        return transfer if self.whitening is None else self.whitening.transfer(transfer)
+        if not self.whitenings:
+            return transfer
+        keys = sorted(self.whitenings)
+        which = np.searchsorted(keys, self.particles.optics_group[rows])
+        whitenings = tuple(self.whitenings[k] for k in keys)
+        return Whitened(transfer, whitenings, torch.from_numpy(which).to(torch.int64))
 
 
 class _Reads(torch.utils.data.Dataset):

@@ -203,23 +203,27 @@ class Whitening:
         return filtered.real.to(images.dtype)
 
     def transfer(self, inner: TransferFunction) -> Whitened:
-        return Whitened(inner, self)
+        """``inner`` times this gain, for every image."""
+        return Whitened(inner, (self,), torch.zeros(len(inner), dtype=torch.int64))
 
 
 @dataclass(frozen=True)
 class Whitened(TransferFunction):
-    """A transfer function times a whitening gain (:class:`Whitening`)."""
+    """Transfer functions times whitening gains: image ``i``'s gain is that of
+    ``whitenings[which[i]]`` (e.g. one :class:`Whitening` per optics group)."""
 
     inner: TransferFunction
-    whitening: Whitening
+    whitenings: tuple[Whitening, ...]
+    which: torch.Tensor
 
     def __len__(self) -> int:
         return len(self.inner)
 
     def __call__(self, frequencies_a: torch.Tensor) -> torch.Tensor:
-        return self.inner(frequencies_a) * self.whitening.gain(frequencies_a).to(
-            frequencies_a.device
-        )
+        device = frequencies_a.device
+        gains = torch.stack([w.gain(frequencies_a).to(device) for w in self.whitenings])
+        return self.inner(frequencies_a) * gains[self.which.to(device)]
 
     def subset(self, index: torch.Tensor | np.ndarray) -> Whitened:
-        return Whitened(self.inner.subset(index), self.whitening)
+        index = torch.as_tensor(index)
+        return Whitened(self.inner.subset(index), self.whitenings, self.which[index.cpu()])
