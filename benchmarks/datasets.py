@@ -10,7 +10,7 @@ already simulated (its ``simulation.json`` exists) is reused.
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import gemmi
@@ -118,6 +118,36 @@ def standard(model: str, shifted: bool, n_particles: int = 10_000, box: int = 64
     folder = WORK / "datasets" / name
     if not (folder / "simulation.json").exists():
         simulate(config(model, shifted, n_particles, box), folder, force=True, progress=False)
+    return Dataset(name, folder)
+
+
+REAL_BACKGROUND = ROOT.parent / "tests" / "data" / "empiar10076_7" / "empiar_10076_7.star"
+
+
+def realistic_config(model: str, n_particles: int = 20_000, box: int = 64) -> SimulationConfig:
+    """A stack as RELION Extract gives one (issue 24): noise shaped like the real EMPIAR-10076
+    particles' background, B = 100 Å^2, contrast sd 0.3 between particles, shifts of 6 Å sd,
+    20 % junk (empty ice, aggregates, carbon edges), dark particles, the CTF applied on a
+    canvas twice the box; SNR 0.1 and the EMPIAR-10028 CTF table as the standard sets."""
+    return replace(
+        config(model, True, n_particles, box),
+        shift_std_a=6.0,
+        bfactor_a2=100.0,
+        contrast_sign=-1,
+        noise_spectrum=str(REAL_BACKGROUND),
+        contrast_sd=0.3,
+        junk_fraction=0.2,
+        ctf_canvas=2,
+    )
+
+
+def realistic(model: str, n_particles: int = 20_000, box: int = 64) -> Dataset:
+    """The realistic set, simulated first if it is not on disk yet."""
+    name = f"{model}_{box}px_realistic_{n_particles}"
+    folder = WORK / "datasets" / name
+    if not (folder / "simulation.json").exists():
+        settings = realistic_config(model, n_particles, box)
+        simulate(settings, folder, force=True, progress=False)
     return Dataset(name, folder)
 
 
