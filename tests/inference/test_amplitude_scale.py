@@ -54,3 +54,8 @@ def test_amplitude_scale_needs_a_ctf(contrast_set):
 
     with pytest.raises(ValueError, match="--amplitude-scale needs the particles' CTF"):
         AbInitio(replace(particles, ctf=None), CONFIG)
+
+
+def test_amplitude_scale_needs_a_switch():
+    with pytest.raises(ValueError, match="estimated from the switch on"):
+        ReconstructConfig(amplitude_scale=True, mode="amortized")

@@ -37,6 +37,14 @@ def test_resume_refuses_other_particles_and_names_changed_settings(sets, tmp_pat
     assert _run(first, out, "--resume", "--seed", "5") == 2
     assert "seed: 0 -> 5" in capsys.readouterr().err
     assert _run(first, out, "--resume") == 0  # the same run: finished, nothing to add
+    # A run of an older version, whose settings lack later ones: those count as defaults.
+    description = json.loads((out / RUN_FILE).read_text())
+    for later in ("amplitude_scale", "mask_diameter_a"):
+        del description["config"][later]
+    (out / RUN_FILE).write_text(json.dumps(description))
+    assert _run(first, out, "--resume") == 0
+    assert _run(first, out, "--resume", "--amplitude-scale") == 2
+    assert "amplitude_scale: False -> True" in capsys.readouterr().err
 
 
 def test_force_clears_the_old_run_but_keeps_the_users_files(sets, tmp_path):

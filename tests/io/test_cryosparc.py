@@ -215,3 +215,15 @@ def test_not_a_cs_file(tmp_path):
 def test_missing_cs_file(tmp_path):
     with pytest.raises(InputFileError, match="absent.cs.*does not exist"):
         read_cs(tmp_path / "absent.cs")
+
+
+def test_a_ctf_scale_that_is_not_positive_is_refused_with_its_row(tmp_path):
+    data = np.load(P12)
+    data["ctf/scale"][1] = -1.0
+    path = tmp_path / "negative_scale.cs"
+    with path.open("wb") as out:
+        np.save(out, data)
+    with pytest.raises(
+        InputFileError, match=r"negative_scale.cs.*ctf/scale must be > 0, found -1 in row 2"
+    ):
+        read_cs(path)

@@ -173,6 +173,11 @@ class ReconstructConfig:
                 f"several starts are chosen between after the switch: {self.mode!r} has none "
                 "(use --mode semi-amortized or --starts 1)"
             )
+        if self.amplitude_scale and not training.switches:
+            raise ValueError(
+                "the amplitudes are estimated from the switch on: "
+                f"{self.mode!r} has none (use --mode semi-amortized)"
+            )
         if self.search_rounds < 0 or self.search_nside < 1:
             raise ValueError("search rounds must be >= 0 and the search nside >= 1")
         point_group(self.symmetry)  # a ValueError naming an unknown group

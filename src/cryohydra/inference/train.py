@@ -858,4 +858,4 @@ class AbInitio:
             None if previous is None else tuple(mine(p).to(self.device) for p in previous)
         )
         if self.config.amplitude_scale and state.get("amplitude_scale") is not None:
-            self.data.set_amplitude_scale(mine(state["amplitude_scale"]).numpy())
+            self.data.set_amplitude_scale(mine(state["amplitude_scale"]).cpu().numpy())

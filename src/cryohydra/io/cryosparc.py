@@ -111,6 +111,11 @@ def _ctf(data: np.ndarray, path: Path) -> CTFParams | None:
     values = {key: _field(data, path, field) for key, field in _CTF_REQUIRED.items()}
     for key, (field, absent) in _CTF_OPTIONAL.items():
         values[key] = _field(data, path, field) if field in names else np.full(len(data), absent)
+    if np.any(values["scale"] <= 0):
+        row = int(np.argmax(values["scale"] <= 0))
+        raise InputFileError(
+            path, f"ctf/scale must be > 0, found {values['scale'][row]:g} in row {row + 1}"
+        )
     return CTFParams(**values)
 
 

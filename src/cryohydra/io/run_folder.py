@@ -136,12 +136,13 @@ _RUN_OUTPUTS = (
 )
 
 
-def _differences(before: dict, now: dict) -> list[str]:
-    """``key: old -> new`` for each setting that differs."""
+def _differences(before: dict, now: dict, defaults: dict | None = None) -> list[str]:
+    """``key: old -> new`` for each setting that differs; a setting the earlier run did not
+    have (an older version) counts as its default from ``defaults``."""
+    defaults = defaults or {}
     keys = sorted(set(before) | set(now))
-    return [
-        f"{k}: {before.get(k)!r} -> {now.get(k)!r}" for k in keys if before.get(k) != now.get(k)
-    ]
+    old = {k: before.get(k, defaults.get(k)) for k in keys}
+    return [f"{k}: {old[k]!r} -> {now.get(k)!r}" for k in keys if old[k] != now.get(k)]
 
 
 def _clear_run(outdir: Path) -> None:
@@ -156,12 +157,19 @@ def _clear_run(outdir: Path) -> None:
         figure.unlink()
 
 
-def claim(outdir: Path, description: dict, resume: bool, force: bool) -> None:
+def claim(
+    outdir: Path,
+    description: dict,
+    resume: bool,
+    force: bool,
+    config_defaults: dict | None = None,
+) -> None:
     """Claim ``outdir``: new or empty, our own run (``resume``/``force``), never a user's.
 
     A resumed run must be of the same particles (``description["particles"]``, a
     :meth:`~cryohydra.io.particles.ParticleSet.fingerprint`) with the same settings; the error
-    says what differs. ``force`` removes the previous run's outputs (history, checkpoints,
+    says what differs (``config_defaults``: the value of a setting that an earlier version did
+    not record). ``force`` removes the previous run's outputs (history, checkpoints,
     maps, report) before the new run writes ``cryohydra-run.json``.
     """
     marker = outdir / RUN_FILE
@@ -178,7 +186,7 @@ def claim(outdir: Path, description: dict, resume: bool, force: bool) -> None:
                 + ("other images" if before["count"] == now["count"] else "another count")
                 + "); resume with the same input, or start a new run",
             )
-        changed = _differences(previous.get("config", {}), description["config"])
+        changed = _differences(previous.get("config", {}), description["config"], config_defaults)
         if previous.get("init_poses") != description.get("init_poses"):
             changed.append(
                 f"init_poses: {previous.get('init_poses')!r} -> {description.get('init_poses')!r}"

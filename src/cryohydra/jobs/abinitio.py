@@ -361,7 +361,13 @@ def _run_job(
                 len(particles),
                 time.perf_counter() - scan_started,
             )
-            claim(outdir, description, options.resume, options.force)
+            claim(
+                outdir,
+                description,
+                options.resume,
+                options.force,
+                config_defaults=ReconstructConfig().to_dict(),
+            )
             contrast = ParticleBatches(
                 particles, config.working_box, invert_contrast=config.invert_contrast
             ).contrast_warning()
