@@ -24,6 +24,7 @@ def _ctf(n: int, generator: torch.Generator) -> CTF:
             "amplitude_contrast": np.full(n, 0.1),
             "phase_shift_rad": np.zeros(n),
             "bfactor_a2": np.full(n, 50.0),
+            "scale": np.linspace(0.5, 1.5, n),  # each particle's amplitude (rlnCtfScalefactor)
         }
     )
 
@@ -54,10 +55,11 @@ def test_forward_is_slice_then_ctf_then_shift():
     shifts = torch.randn(3, 2, generator=g)
     transfer = _ctf(3, g)
     frequencies = model.points.frequencies_a(PIXEL_A)
-    params = {k: getattr(transfer, k) for k in transfer.__dataclass_fields__}
+    params = {k: getattr(transfer, k) for k in transfer.__dataclass_fields__ if k != "scale"}
     expected = (
         project(volume, rotations, model.points)
         * ctf_2d(frequencies, **params)
+        * transfer.scale[:, None]
         * phase_ramp(frequencies, shifts)
     )
     got = model.forward(volume, rotations, shifts, transfer)
