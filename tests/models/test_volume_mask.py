@@ -88,3 +88,15 @@ def test_reconstruct_mask_diameter_reaches_the_run_s_volume(simulated_set):
     run = AbInitio(read_star(folder / "particles.star"), config)
     torch.testing.assert_close(run.volume.mask, volume_mask(150.0, BOX, PIXEL_A))
     assert AbInitio(read_star(folder / "particles.star"), ReconstructConfig()).volume.mask is None
+
+
+def test_a_mask_larger_than_the_box_is_refused_before_the_run_folder_is_made(
+    simulated_set, tmp_path, capsys
+):
+    from cryohydra.cli.main import main as cli
+
+    star = simulated_set() / "particles.star"
+    out = tmp_path / "run"
+    assert cli(["reconstruct", str(star), "-o", str(out), "--mask-diameter-a", "400"]) == 2
+    assert "does not fit in the box of 32 px" in capsys.readouterr().err
+    assert not out.exists()

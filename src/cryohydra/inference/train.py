@@ -123,11 +123,7 @@ class AbInitio:
         self.shard = shard_rows(self.n_total, self.context)
         if self.context.active:
             particles = particles.subset(self.shard)
-        if config.amplitude_scale and particles.ctf is None:
-            raise ValueError(
-                f"{particles.source}: --amplitude-scale needs the particles' CTF (the scale "
-                "multiplies it)"
-            )
+        self.check(particles, config)
         self.particles = particles
         self.evaluate = evaluate
         self.data = ParticleBatches(
@@ -189,6 +185,21 @@ class AbInitio:
         # The encoder and volume as they were at the switch (before the search replaced the
         # volume): kept for the analyses of the amortized stage, written once by the job.
         self.switch_snapshot: dict | None = None
+
+    @staticmethod
+    def check(particles: ParticleSet, config: ReconstructConfig) -> None:
+        """A ValueError for settings these particles cannot have (before any work): an
+        amplitude scale without a CTF, a mask larger than the box."""
+        if config.amplitude_scale and particles.ctf is None:
+            raise ValueError(
+                f"{particles.source}: --amplitude-scale needs the particles' CTF (the scale "
+                "multiplies it)"
+            )
+        if config.mask_diameter_a is not None:
+            box = particles.box_size or particles.load_images([0]).shape[-1]
+            working = config.working_box or box
+            pixel_a = float(particles.pixel_size_a[0]) * box / working
+            volume_mask(config.mask_diameter_a, working, pixel_a)
 
     def _parallel(self, module: torch.nn.Module) -> torch.nn.Module:
         if not self.context.active:

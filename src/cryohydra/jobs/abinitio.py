@@ -356,6 +356,7 @@ def _run_job(
         try:
             scan_started = time.perf_counter()
             particles.scan_images()  # a NaN, infinite or constant image: refused before any work
+            AbInitio.check(particles, config)  # settings these particles cannot have
             log.info(
                 "read the %d images: none holds NaN or infinity or is constant (%.1f s)",
                 len(particles),
@@ -373,7 +374,7 @@ def _run_job(
             ).contrast_warning()
             if contrast is not None:
                 log.warning("%s", contrast)
-        except InputFileError as error:
+        except (InputFileError, ValueError) as error:  # every rank raises it, none waits
             failure = error
     failure = context.broadcast_object(failure)
     if failure is not None:
