@@ -23,7 +23,7 @@ import time
 
 import numpy as np
 
-from common import RESULTS, commit, machine
+from common import RESULTS, append_row, commit, read_rows
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.io.star import read_star
 from cryohydra.jobs.abinitio import JUNK_COLUMN, JobOptions, run_job
@@ -40,14 +40,6 @@ VARIANTS = {
     "whitened": {"whiten": True},
     "whitened+scale": {"whiten": True, "amplitude_scale": True},
 }
-
-
-def _rows() -> list[dict]:
-    return json.loads(PATH.read_text())["rows"] if PATH.exists() else []
-
-
-def _save(rows: list[dict]) -> None:
-    PATH.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
 
 
 def main() -> None:
@@ -70,7 +62,7 @@ def main() -> None:
         ceiling = reference_fsc(known.full.cpu(), dataset.ground_truth, known.pixel_size_a)
         for variant in args.variants:
             key = (dataset.name, variant)
-            if not args.again and any((r["dataset"], r["variant"]) == key for r in _rows()):
+            if not args.again and any((r["dataset"], r["variant"]) == key for r in read_rows(PATH)):
                 continue
             outdir = WORK / f"{dataset.name}_{variant}"
             config = ReconstructConfig(invert_contrast=True, **VARIANTS[variant])
@@ -114,7 +106,7 @@ def main() -> None:
                 "total_min": (time.perf_counter() - started) / 60,
                 "commit": code,
             }
-            _save([*_rows(), row])
+            append_row(PATH, row)
             print(json.dumps(row), flush=True)
 
 

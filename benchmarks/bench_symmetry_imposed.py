@@ -16,7 +16,7 @@ import argparse
 import json
 import time
 
-from common import RESULTS, commit, machine
+from common import RESULTS, append_row, commit, read_rows
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.io.star import read_star
 from cryohydra.jobs.abinitio import JobOptions, run_job
@@ -27,14 +27,6 @@ from datasets import standard
 GROUPS = {"hsp90": "C2", "5a1a": "D2"}
 PATH = RESULTS / "symmetry_imposed.json"
 WORK = RESULTS.parent / "work" / "symmetry_imposed"
-
-
-def _rows() -> list[dict]:
-    return json.loads(PATH.read_text())["rows"] if PATH.exists() else []
-
-
-def _save(rows: list[dict]) -> None:
-    PATH.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
 
 
 def main() -> None:
@@ -59,7 +51,8 @@ def main() -> None:
                 if args.groups is not None and group not in args.groups:
                     continue
                 key = (dataset.name, group)
-                if not args.again and any((r["dataset"], r["imposed"]) == key for r in _rows()):
+                done = {(r["dataset"], r["imposed"]) for r in read_rows(PATH)}
+                if not args.again and key in done:
                     continue
                 started = time.perf_counter()
                 summary = run_job(
@@ -87,7 +80,7 @@ def main() -> None:
                     "detected": summary["symmetry_detection"]["symbol"],
                     "commit": code,
                 }
-                _save([*_rows(), row])
+                append_row(PATH, row)
                 print(json.dumps(row), flush=True)
 
 

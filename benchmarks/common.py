@@ -36,6 +36,17 @@ def write_results(name: str, results: dict) -> Path:
     return path
 
 
+def read_rows(path: Path) -> list[dict]:
+    """The rows of a results file written row by row (:func:`append_row`); none if absent."""
+    return json.loads(path.read_text())["rows"] if path.exists() else []
+
+
+def append_row(path: Path, row: dict) -> None:
+    """Add ``row`` (which carries its own ``commit``) to the results file ``path``."""
+    rows = [*read_rows(path), row]
+    path.write_text(json.dumps({"machine": machine(), "rows": rows}, indent=2) + "\n")
+
+
 def timed(function, repeats: int = 3) -> float:
     """Best wall time of ``repeats`` calls (s), after one warm-up call."""
     function()
