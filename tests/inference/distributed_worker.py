@@ -2,7 +2,8 @@
 
 Each rank builds the run from the environment (gloo), starts its shard's poses 15 degrees off
 the truth, trains ``EPOCHS`` epochs and, on rank 0, writes the gathered poses, the state after
-the first epoch (a checkpoint of all particles) and the rows each rank trained on.
+the first epoch (a checkpoint of all particles) and the rows each rank trained on; each rank
+writes the image scale it read its shard with.
 
   torchrun --nproc-per-node 2 distributed_worker.py STAR OUT_DIR
 """
@@ -54,13 +55,14 @@ def _train(star: Path, out: Path, context: Context, device: torch.device) -> Non
     particles = read_star(star)
     true_rotations, true_shifts = particles.require_poses()
     run = AbInitio(particles.with_poses(None, None), CONFIG, device, context=context)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"scale_rank{context.rank}.json").write_text(json.dumps(run.data.scale))
     start_auto_decoding(run, true_rotations, true_shifts)
     states = []
     run.fit(lambda current, record: states.append(current.state_dict()), progress=False)
     rotations, _ = run.poses()
     seen = run.seen_rows()
     if context.is_main:
-        out.mkdir(parents=True, exist_ok=True)
         np.save(out / "rotations.npy", rotations)
         torch.save(states[0], out / "checkpoint_epoch1.pt")
         (out / "seen.json").write_text(json.dumps(seen))

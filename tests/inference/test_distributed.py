@@ -73,6 +73,11 @@ def test_two_ranks_match_one_process_and_checkpoints_resume_anywhere(dataset, tm
     assert alone < 0.6 * before and together < 0.6 * before
     assert abs(together - alone) < 0.25 * alone + 0.5, (alone, together)
 
+    # Every rank reads its shard with the whole set's image scale (and noise spectra).
+    for rank in range(2):
+        scale = json.loads((tmp_path / "out" / f"scale_rank{rank}.json").read_text())
+        assert scale == pytest.approx(single.data.scale, rel=1e-9)
+
     seen = json.loads((tmp_path / "out" / "seen.json").read_text())
     assert len(seen) == 2 and not set(seen[0]) & set(seen[1])
     assert sorted(seen[0] + seen[1]) == list(range(N))

@@ -103,3 +103,23 @@ def test_reconstruct_whiten_runs_and_records_it(coloured_set, tmp_path):
     assert cli(args + ["--epochs", "1", "--whiten"]) == 0
     assert json.loads((out / "cryohydra-run.json").read_text())["config"]["whiten"] is True
     assert (out / "map.mrc").exists()
+
+
+def test_a_shard_reads_its_images_with_the_whole_sets_statistics(coloured_set):
+    """A torchrun rank's shard (``ParticleBatches.shard``) keeps the image scale and noise
+    spectra of the whole set: its images are the whole set's rows, bit for bit."""
+    particles = read_star(coloured_set / "particles.star")
+    whole = ParticleBatches(particles, whiten=True)
+    rows = np.arange(1, 200, 2)
+    shard = whole.shard(rows)
+    assert len(shard) == 100 and shard.scale == whole.scale
+    np.testing.assert_array_equal(shard.read(np.arange(10)).numpy(), whole.read(rows[:10]).numpy())
+    k = whole.frequencies_a
+    np.testing.assert_array_equal(
+        shard.transfer_function(np.arange(3))(k).numpy(),
+        whole.transfer_function(rows[:3])(k).numpy(),
+    )
+    # Estimated from the shard alone, both differ (what each rank used to do).
+    alone = ParticleBatches(particles.subset(rows), whiten=True)
+    assert alone.scale != whole.scale
+    assert not np.allclose(alone.read(np.arange(10)).numpy(), whole.read(rows[:10]).numpy())

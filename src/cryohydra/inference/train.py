@@ -121,11 +121,9 @@ class AbInitio:
         self.context = context or Context()
         self.n_total = len(particles)
         self.shard = shard_rows(self.n_total, self.context)
-        if self.context.active:
-            particles = particles.subset(self.shard)
         self.check(particles, config)
-        self.particles = particles
-        self.evaluate = evaluate
+        # The image scale and the noise spectra come from the whole set (every rank reads the
+        # same sample of it), so a rank's data do not depend on the number of ranks.
         self.data = ParticleBatches(
             particles,
             working_box=config.working_box,
@@ -134,6 +132,11 @@ class AbInitio:
             whiten=config.whiten,
             device=self.device,
         )
+        if self.context.active:
+            particles = particles.subset(self.shard)
+            self.data = self.data.shard(self.shard)
+        self.particles = particles
+        self.evaluate = evaluate
         box = self.data.working_box
         self.encoder_box = min(config.encoder_box or box, box)
         n = len(particles)

@@ -14,6 +14,7 @@ transforms and the CTF are then computed on the working device. The result is th
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -242,6 +243,14 @@ class ParticleBatches:
         transfer = model.transfer_values(self.transfer_function(rows))
         rows_t = torch.as_tensor(rows, dtype=torch.int64, device=self.device)
         return Batch(rows_t, images, spectra, transfer, model)
+
+    def shard(self, rows: np.ndarray) -> ParticleBatches:
+        """The particles ``rows`` as batches with this set's statistics (the image scale and
+        the whitenings, estimated from the whole set): a ``torchrun`` rank's shard, so that
+        every rank reads its images the same way whatever the number of ranks."""
+        out = copy.copy(self)
+        out.particles = self.particles.subset(rows)
+        return out
 
     def set_amplitude_scale(self, scale: np.ndarray) -> None:
         """Each particle's CTF amplitude ``(N,)`` from now on (``CTFParams.scale``): every
