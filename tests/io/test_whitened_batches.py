@@ -85,16 +85,17 @@ def test_each_optics_group_is_whitened_by_its_own_background(coloured_set, simul
     assert _tilt(pooled.read(first)) > 1.3 and _tilt(pooled.read(second)) < 0.8
     for rows in (first, second):
         assert abs(_tilt(grouped.read(rows)) - 1) < 0.2
-    # A batch across the groups: each image's transfer carries its own group's gain.
-    rows = np.array([0, 399])
-    transfer = grouped.transfer_function(rows)
-    plain = ParticleBatches(mixed).transfer_function(rows)
+    # A batch across the groups, and one of the second group alone: each image's transfer
+    # carries its own group's gain.
     k = grouped.frequencies_a
-    ratio = transfer(k) / plain(k)
-    for i, group in enumerate((1, 2)):
-        np.testing.assert_allclose(
-            ratio[i].numpy(), grouped.whitenings[group].gain(k).numpy(), rtol=1e-4
-        )
+    for rows, groups in (([0, 399], (1, 2)), ([399, 398], (2, 2))):
+        transfer = grouped.transfer_function(np.array(rows))
+        plain = ParticleBatches(mixed).transfer_function(np.array(rows))
+        ratio = transfer(k) / plain(k)
+        for i, group in enumerate(groups):
+            np.testing.assert_allclose(
+                ratio[i].numpy(), grouped.whitenings[group].gain(k).numpy(), rtol=1e-4
+            )
 
 
 def test_reconstruct_whiten_runs_and_records_it(coloured_set, tmp_path):

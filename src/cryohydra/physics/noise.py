@@ -221,8 +221,10 @@ class Whitened(TransferFunction):
 
     def __call__(self, frequencies_a: torch.Tensor) -> torch.Tensor:
         device = frequencies_a.device
-        gains = torch.stack([w.gain(frequencies_a).to(device) for w in self.whitenings])
-        return self.inner(frequencies_a) * gains[self.which.to(device)]
+        # Only the groups of these images (a stack may have hundreds of optics groups).
+        present, which = torch.unique(self.which, return_inverse=True)
+        gains = [self.whitenings[i].gain(frequencies_a).to(device) for i in present.tolist()]
+        return self.inner(frequencies_a) * torch.stack(gains)[which.to(device)]
 
     def subset(self, index: torch.Tensor | np.ndarray) -> Whitened:
         index = torch.as_tensor(index)
