@@ -10,7 +10,10 @@ FSC 0.5 against the truth beside the known-pose map made from the molecule's par
 among the kept; the amplitudes' correlation with the true contrast; training time.
 
 Each run appends a row to ``results/realistic.json`` as it finishes (rows already there are
-skipped: the benchmark resumes where it stopped; ``--again`` adds a row beside an old one).
+skipped: the benchmark resumes where it stopped; ``--again`` adds a row beside an old one). A
+run cut short (the session ended) resumes from its last checkpoint; its row then says
+``"resumed": true``, and its training time is the sum of its epochs' times in ``log.jsonl``
+(every process's, the search and evaluation included) rather than this process's.
 
   python benchmarks/bench_realistic.py --models hsp90 --box 64 --particles 20000
 """
@@ -25,6 +28,7 @@ import numpy as np
 
 from common import RESULTS, append_row, commit, read_rows
 from cryohydra.inference.config import ReconstructConfig
+from cryohydra.io.run_folder import CHECKPOINT_FILE, LOG_FILE
 from cryohydra.io.star import read_star
 from cryohydra.jobs.abinitio import JUNK_COLUMN, JobOptions, run_job
 from cryohydra.metrics.pose_error import pose_errors
@@ -65,6 +69,7 @@ def main() -> None:
             if not args.again and any((r["dataset"], r["variant"]) == key for r in read_rows(PATH)):
                 continue
             outdir = WORK / f"{dataset.name}_{variant}"
+            resumed = not args.again and (outdir / CHECKPOINT_FILE).exists()
             config = ReconstructConfig(invert_contrast=True, **VARIANTS[variant])
             started = time.perf_counter()
             summary = run_job(
@@ -76,7 +81,8 @@ def main() -> None:
                     symmetry=dataset.symmetry,
                     progress=False,
                     report=False,
-                    force=True,
+                    force=not resumed,
+                    resume=resumed,
                     keep_best=KEEP_BEST,
                 ),
             )
@@ -102,12 +108,22 @@ def main() -> None:
                     "correlation_with_truth"
                 ),
                 "warnings": summary.get("warnings"),
-                "training_min": summary["training_seconds"] / 60,
+                "training_min": (
+                    _logged_seconds(outdir) if resumed else summary["training_seconds"]
+                )
+                / 60,
+                "resumed": resumed,
                 "total_min": (time.perf_counter() - started) / 60,
                 "commit": code,
             }
             append_row(PATH, row)
             print(json.dumps(row), flush=True)
+
+
+def _logged_seconds(outdir) -> float:
+    """The run's time from its log: each epoch's training and evaluation seconds."""
+    records = [json.loads(x) for x in (outdir / LOG_FILE).read_text().splitlines() if x.strip()]
+    return sum(r["seconds"] + r.get("evaluation_seconds", 0.0) for r in records)
 
 
 if __name__ == "__main__":
