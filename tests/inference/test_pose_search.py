@@ -226,3 +226,45 @@ def test_projection_matching_takes_the_candidates_where_they_explain_the_images_
     assert found.sources["candidate"] > 0.95
     angles = torch.rad2deg(geodesic_distance(found.rotations.double(), rotations.double()))
     assert float(angles.median()) < 0.01
+
+
+def test_the_search_weighs_junk_down_by_its_amplitude(simulated_set):
+    """With ``amplitudes`` each round estimates every image's amplitude at the pose it found
+    and the next round's map weighs the image by it. On 400 images at SNR 0.3 with 30 % junk
+    (the set of tests/inference/test_particle_scores.py), 3 rounds from the true map at 20 Å,
+    measured: the map correlates 0.78 with the truth against 0.68 unweighted; the junk's
+    amplitudes fall to a median of 0.32 against 1.24 for the molecules; junk, which has no
+    pose to settle on, keeps changing pose, and weighted by the amplitudes the fraction that
+    moved in the last round is 6.1 % against 9.0 %."""
+    folder = simulated_set(n_particles=400, snr=0.3, seed=12, junk_fraction=0.3, contrast_sd=0.3)
+    particles = read_star(folder / "particles.star")
+    junk = particles.extra_columns["cryohydraJunk"].astype(int) == 1
+    true_rotations, true_shifts = particles.require_poses()
+    truth, _ = read_map(folder / "ground_truth.mrc")
+    runs = {}
+    for amplitudes in (False, True):
+        data = ParticleBatches(particles.with_poses(None, None))
+        volume = HartleyVolume(data.working_box)
+        volume.load_map(torch.from_numpy(truth).float())
+        found = projection_matching(
+            volume,
+            data,
+            torch.from_numpy(true_shifts).float(),
+            resolution_a=20.0,
+            nside=4,
+            rounds=3,
+            converged=0.0,
+            rotations=torch.from_numpy(true_rotations).float(),
+            amplitudes=amplitudes,
+        )
+        fit = np.corrcoef(volume.to_map().double().numpy().ravel(), truth.ravel())[0, 1]
+        runs[amplitudes] = found, data.particles.require_ctf().scale, fit
+    (plain, ones, plain_fit), (weighted, scale, weighted_fit) = runs[False], runs[True]
+    assert np.all(ones == 1)
+    assert scale.mean() == pytest.approx(1.0, abs=1e-6)
+    assert np.median(scale[junk]) < 0.4 * np.median(scale[~junk])
+    assert weighted_fit > plain_fit + 0.05
+    assert weighted.changed[-1] < 0.8 * plain.changed[-1]
+    for found in (plain, weighted):
+        errors = pose_errors(found.rotations.double().numpy()[~junk], true_rotations[~junk])
+        assert errors.median_rotation_error_deg < 10.0

@@ -36,7 +36,10 @@ from cryohydra.physics.projector import SliceGrid
 from cryohydra.reconstruct.backproject import Accumulator, wiener_maps
 
 __all__ = [
+    "SCALE_LIMITS",
     "SearchResult",
+    "amplitude_factors",
+    "normalised_amplitudes",
     "best_grid_poses",
     "grid_errors",
     "grid_spacing_deg",
@@ -46,6 +49,10 @@ __all__ = [
     "known_pose_map",
     "projection_matching",
 ]
+
+# Bounds of a particle's estimated amplitude (the CTF's ``scale``, ``--amplitude-scale``):
+# junk, which matches no projection, goes to the lower one and so weighs little in the maps.
+SCALE_LIMITS = (0.1, 10.0)
 
 
 def grid_errors(slices: torch.Tensor, spectra: torch.Tensor, ctf: torch.Tensor) -> torch.Tensor:
@@ -90,7 +97,8 @@ class SearchResult:
         rotations: ``(N, 3, 3)`` the best rotation of each image.
         shifts_a: ``(N, 2)`` Å its shift (refined when the search refines shifts).
         changed: for each round, the fraction of images whose pose moved by more than half
-            the grid's spacing (or, in the first round, all of them).
+            the grid's spacing (or, in the first round, all of them); weighted by their
+            amplitudes when the search estimates them.
         settled: the last round moved at most the ``converged`` fraction.
         mean_error: the images' mean error at their poses in the last round, per compared
             frequency (as :func:`grid_errors`, without the images' own power): lower
@@ -139,6 +147,32 @@ def pair_errors(slices: torch.Tensor, spectra: torch.Tensor, ctf: torch.Tensor) 
     model = ((ctf**2)[:, None] * (slices.real**2 + slices.imag**2)).sum(dim=-1)
     cross = slices.real * spectra.real + slices.imag * spectra.imag
     return model - 2 * (ctf[:, None] * cross).sum(dim=-1)
+
+
+def amplitude_factors(
+    slices: torch.Tensor, spectra: torch.Tensor, ctf: torch.Tensor, grid: SliceGrid
+) -> torch.Tensor:
+    """``(B,)`` float64: the least-squares factor ``b = Re <C P, X> / |C P|^2`` of each image
+    ``X`` ``(B, P)`` against its slice ``P`` ``(B, P)`` with its transfer ``C`` ``(B, P)``
+    (which carries its current amplitude ``a``; the new one is ``a b``), over the points of
+    ``grid`` but the mean (``k = 0``, which an uneven background shifts)."""
+    compared = torch.linalg.vector_norm(grid.coords[:, :2], dim=-1) > 0.5
+    model = (ctf * slices)[:, compared].cdouble()
+    image = spectra[:, compared].cdouble()
+    inner = (model.conj() * image).real.sum(dim=-1)
+    return inner / model.abs().square().sum(dim=-1).clamp_min(1e-30)
+
+
+def normalised_amplitudes(
+    found: torch.Tensor, n_total: int, context: Context | None = None
+) -> torch.Tensor:
+    """Amplitudes ``(n,)`` (this rank's) bounded to :data:`SCALE_LIMITS` and divided by their
+    mean over all ``n_total`` particles (the map holds the overall scale), then bounded
+    again."""
+    context = context or Context()
+    found = found.clamp(*SCALE_LIMITS)
+    mean = context.sum_float(float(found.sum())) / n_total
+    return (found / mean).clamp(*SCALE_LIMITS)
 
 
 def _slices(volume: HartleyVolume, rotations: torch.Tensor, grid: SliceGrid) -> torch.Tensor:
@@ -286,6 +320,7 @@ def projection_matching(
     candidates: torch.Tensor | None = None,
     refine: bool = False,
     max_shift_a: float | None = None,
+    amplitudes: bool = False,
     batch_size: int = 512,
     context: Context | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
@@ -305,6 +340,13 @@ def projection_matching(
 
     In a torchrun run (``context``) each rank searches its own particles (``data`` is its
     shard) and the reconstruction's sums are added over the ranks.
+
+    With ``amplitudes``, every round also estimates each image's amplitude against the map
+    at the pose it found (:func:`amplitude_factors`, :func:`normalised_amplitudes`) and sets
+    it as its CTF's scale (``data.set_amplitude_scale``), so the next round's map weighs each
+    image by it (``a C X`` and ``a^2 C^2``): junk, which matches no projection, goes to the
+    floor and no longer shapes the map. The fraction of images that moved is then weighted
+    by the amplitudes too (junk has no pose to settle on and would keep it high).
 
     Args:
         shifts_a: ``(N, 2)`` Å starting shifts.
@@ -331,6 +373,7 @@ def projection_matching(
     current = None if rotations is None else rotations.to(device, torch.float32)
     shifts = shifts_a.to(device, torch.float32).clone()
     source = torch.zeros(n, dtype=torch.int64, device=device)
+    factors = torch.ones(n, dtype=torch.float64, device=device)
     changed: list[float] = []
     for round_ in range(rounds):
         slices = _slices(volume, grid_rotations, grid)
@@ -374,21 +417,30 @@ def projection_matching(
                     shift_steps,
                     max_shift_a,
                 )
+            if amplitudes:
+                own = _own_slices(volume, hartley, best[:, None], grid)[:, 0]
+                at_pose = batch.model.unshift(batch.spectra, moved_shifts)
+                factors[rows] = amplitude_factors(own, at_pose, batch.transfer, grid)
             found[rows] = best
             error_sum += float(errors.double().sum())
             found_shifts[rows] = moved_shifts
             source[rows] = origin
             _add_to_halves(halves, batch, best, moved_shifts, data)
         _sum_over_ranks(halves, context)
+        weights = torch.ones(n, dtype=torch.float64, device=device)
+        if amplitudes:
+            scale = torch.as_tensor(data.particles.require_ctf().scale, device=device) * factors
+            weights = normalised_amplitudes(scale, int(context.sum_float(float(n))), context)
+            data.set_amplitude_scale(weights.cpu().numpy())
         if current is None:
-            n_changed = float(n)
+            n_changed = float(weights.sum())
         else:
             if volume.operators is None:
                 angles = torch.rad2deg(geodesic_distance(found, current))
             else:  # a move to a symmetry mate is no move
                 angles = torch.rad2deg(angle_modulo(found, current, volume.operators))
-            n_changed = float((angles > spacing / 2).sum())
-        changed.append(context.sum_float(n_changed) / context.sum_float(float(n)))
+            n_changed = float(weights[angles > spacing / 2].sum())
+        changed.append(context.sum_float(n_changed) / context.sum_float(float(weights.sum())))
         current, shifts = found, found_shifts
         volume.load_map(wiener_maps(*halves)[0].to(device))
         if changed[-1] <= converged:

@@ -46,7 +46,12 @@ from cryohydra.inference.objective import (
     candidate_errors,
     winner_takes_all,
 )
-from cryohydra.inference.pose_search import known_pose_map, projection_matching
+from cryohydra.inference.pose_search import (
+    SCALE_LIMITS,
+    known_pose_map,
+    normalised_amplitudes,
+    projection_matching,
+)
 from cryohydra.io.batches import Batch, ParticleBatches, epoch_batches
 from cryohydra.io.particles import ParticleSet
 from cryohydra.metrics.map_alignment import self_alignment
@@ -70,9 +75,6 @@ __all__ = [
 AMORTIZED, AUTO_DECODING = "amortized", "auto-decoding"
 _INIT_SAMPLE = 512
 MASK_EDGE_PX = 3.0
-# Bounds of a particle's estimated amplitude (ReconstructConfig.amplitude_scale): junk, which
-# matches no projection, goes to the lower one and so weighs little in the maps.
-SCALE_LIMITS = (0.1, 10.0)
 
 
 def volume_mask(diameter_a: float, box_size: int, pixel_size_a: float) -> torch.Tensor:
@@ -380,9 +382,7 @@ class AbInitio:
         found = current.clone()
         for rows, inner, model_power, _ in self._fits(epoch):
             found[rows] = current[rows] * inner / model_power.clamp_min(1e-30)
-        found = found.clamp(*SCALE_LIMITS)
-        mean = self.context.sum_float(float(found.sum())) / self.n_total
-        found = (found / mean).clamp(*SCALE_LIMITS)
+        found = normalised_amplitudes(found, self.n_total, self.context)
         self.data.set_amplitude_scale(found.cpu().numpy())
         every = self._gather(found)
         return {
@@ -567,6 +567,7 @@ class AbInitio:
                     candidates=candidates,
                     refine=config.search_refine,
                     max_shift_a=self.encoder.max_shift_a if config.predict_shifts else 0.0,
+                    amplitudes=config.amplitude_scale,
                     context=self.context,
                     on_batch=show,
                 )
