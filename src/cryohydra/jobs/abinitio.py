@@ -439,7 +439,10 @@ def _run_job(
     if config.symmetry != "C1":  # each pose as its mate in the group's asymmetric unit
         group = point_group(config.symmetry)
         rotations = canonical_mates(torch.from_numpy(rotations), group).numpy()
-    kept = _kept(scores, options.keep_best)
+    # What --keep-best ranks by: the estimated amplitude where the run estimates it (it tells
+    # junk apart better: docs/noise.md), else the score.
+    ranking = amplitudes if config.amplitude_scale else scores
+    kept = _kept(ranking, options.keep_best)
     estimated = bare.with_poses(rotations, shifts if config.predict_shifts else None)
     if estimated.ctf is not None:  # the amplitudes the run used (estimated or the input's)
         estimated = estimated.with_amplitude_scale(amplitudes)
@@ -476,7 +479,7 @@ def _run_job(
         "gold_standard": options.half_sets,
         "pixel_size_a": pixel,
         "nyquist_a": 2 * pixel,
-        "particle_scores": _score_summary(scores, kept, particles),
+        "particle_scores": _score_summary(scores, ranking, config.amplitude_scale, kept, particles),
     }
     if config.amplitude_scale:
         summary["amplitude_scale"] = _amplitude_summary(amplitudes, particles)
@@ -540,20 +543,30 @@ def _positions_in(kept: np.ndarray, halves: tuple[np.ndarray, ...]) -> tuple[np.
     return tuple(np.nonzero(np.isin(kept, half))[0] for half in halves)
 
 
-def _score_summary(scores: np.ndarray, kept: np.ndarray, particles: ParticleSet) -> dict:
-    """The scores' spread, what was kept, and (for a simulated set that labels its junk) how
-    well the score tells the molecule from the junk."""
+def _score_summary(
+    scores: np.ndarray,
+    ranking: np.ndarray,
+    by_amplitude: bool,
+    kept: np.ndarray,
+    particles: ParticleSet,
+) -> dict:
+    """The scores' spread, what was kept and by what (``ranking``: the amplitudes when
+    ``by_amplitude``, else the scores), and, for a simulated set that labels its junk, how
+    well the ranking (and the score) tells the molecule from the junk."""
     out: dict = {
         "median": float(np.median(scores)),
+        "ranked_by": "amplitude" if by_amplitude else "score",
         "kept": len(kept),
-        "lowest_kept": float(scores[kept].min()),
+        "lowest_kept": float(ranking[kept].min()),
     }
     labels = particles.extra_columns.get(JUNK_COLUMN)
     if labels is not None:
         junk = np.asarray(labels).astype(int) == 1
         if 0 < junk.sum() < len(junk):
-            out["junk_roc_auc"] = roc_auc(scores, ~junk)
+            out["junk_roc_auc"] = roc_auc(ranking, ~junk)
             out["junk_in_kept"] = float(junk[kept].mean())
+            if by_amplitude:
+                out["score_junk_roc_auc"] = roc_auc(scores, ~junk)
     return out
 
 
