@@ -69,8 +69,8 @@ def main() -> None:
             if not args.again and any((r["dataset"], r["variant"]) == key for r in read_rows(PATH)):
                 continue
             outdir = WORK / f"{dataset.name}_{variant}"
-            resumed = not args.again and (outdir / CHECKPOINT_FILE).exists()
             config = ReconstructConfig(invert_contrast=True, **VARIANTS[variant])
+            resumed = not args.again and _unfinished(outdir, config.epochs)
             started = time.perf_counter()
             summary = run_job(
                 particles,
@@ -120,6 +120,15 @@ def main() -> None:
             }
             append_row(PATH, row)
             print(json.dumps(row), flush=True)
+
+
+def _unfinished(outdir, epochs: int) -> bool:
+    """A run cut short: a checkpoint and fewer than ``epochs`` epochs in its log (a finished
+    run whose row was removed is run again, not passed off as new)."""
+    if not (outdir / CHECKPOINT_FILE).exists() or not (outdir / LOG_FILE).exists():
+        return False
+    lines = [x for x in (outdir / LOG_FILE).read_text().splitlines() if x.strip()]
+    return bool(lines) and json.loads(lines[-1])["epoch"] < epochs
 
 
 def _logged_seconds(outdir) -> float:

@@ -52,6 +52,7 @@ def main() -> None:
     parser.add_argument("--variant", default="whitened+scale", choices=list(VARIANTS))
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--again", action="store_true")
+    parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
     code = commit()
     dataset = realistic(args.model, args.particles, args.box)
@@ -67,8 +68,8 @@ def main() -> None:
         if not args.again and key in done:
             continue
         rounds, resolutions, amplitudes, refine = SETTINGS[name]
-        run = AbInitio(particles.with_poses(None, None), config)
-        snapshot = torch.load(snapshot_path, weights_only=False)
+        run = AbInitio(particles.with_poses(None, None), config, args.device)
+        snapshot = torch.load(snapshot_path, map_location=run.device, weights_only=False)
         run.volume.load_state_dict(snapshot["volume"])
         rotations, shifts = snapshot["rotations"], snapshot["shifts_a"]
         started = time.perf_counter()
@@ -91,7 +92,7 @@ def main() -> None:
             stages.append({"resolution_a": resolution_a, "changed": found.changed})
         seconds = time.perf_counter() - started
         errors = pose_errors(
-            rotations.double().numpy()[good], true_rotations[good], symmetry=dataset.symmetry
+            rotations.double().cpu().numpy()[good], true_rotations[good], symmetry=dataset.symmetry
         )
         fsc = reference.fsc_of(run.volume.to_map().cpu(), run.data.pixel_size_a)
         scale = run.data.particles.require_ctf().scale

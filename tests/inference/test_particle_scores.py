@@ -58,18 +58,32 @@ def test_the_score_tells_junk_apart_and_keep_best_drops_it(junk_run):
     assert json.loads((junk_run / "summary.json").read_text())["n_particles"] == 400
 
 
-def test_without_amplitudes_keep_best_ranks_by_the_score():
-    scores = np.array([0.5, 0.1, 0.4, 0.05])
-    amplitudes = np.array([0.2, 2.0, 1.0, 0.8])
-    junk = np.array([0, 1, 0, 1])
+def test_keep_best_ranks_by_the_amplitude_where_given_ties_by_the_score():
+    scores = np.array([0.5, 0.1, 0.4, 0.05, 0.3])
+    amplitudes = np.array([0.1, 2.0, 1.0, 0.1, 0.1])
+    junk = np.array([0, 1, 0, 1, 0])
     particles = SimpleNamespace(extra_columns={"cryohydraJunk": junk})
-    for by_amplitude, ranking, kept in ((False, scores, [0, 2]), (True, amplitudes, [1, 2])):
-        chosen = _kept(ranking, 0.5)
-        assert chosen.tolist() == kept
-        summary = _score_summary(scores, ranking, by_amplitude, chosen, particles)
-        assert summary["ranked_by"] == ("amplitude" if by_amplitude else "score")
-        assert summary["junk_roc_auc"] == roc_auc(ranking, junk == 0)
-        assert ("score_junk_roc_auc" in summary) == by_amplitude
+    assert _kept(scores, None, 0.4).tolist() == [0, 2]
+    # The third place is among three amplitudes at the floor: the best score (0) takes it.
+    assert _kept(scores, amplitudes, 0.6).tolist() == [0, 1, 2]
+    summary = _score_summary(scores, amplitudes, True, np.array([0, 1, 2]), particles)
+    assert summary["ranked_by"] == "amplitude" and "score_junk_roc_auc" in summary
+    assert summary["junk_roc_auc"] == roc_auc(amplitudes, junk == 0)
+
+
+def test_a_run_that_never_switched_ranks_by_the_score(simulated_set, tmp_path):
+    """``--amplitude-scale`` estimates amplitudes from the switch on; a run that ends before
+    it keeps the input's (all 1), so ``--keep-best`` ranks by the score."""
+    data = simulated_set(n_particles=400, snr=0.3, seed=12, junk_fraction=0.3, contrast_sd=0.3)
+    out = tmp_path / "out"
+    args = ["reconstruct", str(data / "particles.star"), "-o", str(out), "--quiet"]
+    assert cli(args + ["--epochs", "1", "--amplitude-scale", "--keep-best", "0.5"]) == 0
+    summary = json.loads((out / "summary.json").read_text())["particle_scores"]
+    assert summary["ranked_by"] == "score" and "score_junk_roc_auc" not in summary
+    star = read_star(out / "particles.star")
+    scores = star.extra_columns["cryohydraScore"].astype(float)
+    kept = star.extra_columns["cryohydraKept"].astype(int) == 1
+    assert np.all(star.ctf.scale == 1) and scores[kept].min() >= scores[~kept].max()
 
 
 def test_the_run_estimates_each_particle_s_contrast_and_writes_it(junk_run):

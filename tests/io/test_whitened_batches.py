@@ -88,6 +88,8 @@ def test_each_optics_group_is_whitened_by_its_own_background(coloured_set, simul
     # A batch across the groups, and one of the second group alone: each image's transfer
     # carries its own group's gain.
     k = grouped.frequencies_a
+    # No rows at all (one parity of a one-image batch in the search's backprojection).
+    assert grouped.transfer_function(np.array([], dtype=np.int64))(k).shape == (0, *k.shape[:-1])
     for rows, groups in (([0, 399], (1, 2)), ([399, 398], (2, 2))):
         transfer = grouped.transfer_function(np.array(rows))
         plain = ParticleBatches(mixed).transfer_function(np.array(rows))

@@ -439,10 +439,13 @@ def _run_job(
     if config.symmetry != "C1":  # each pose as its mate in the group's asymmetric unit
         group = point_group(config.symmetry)
         rotations = canonical_mates(torch.from_numpy(rotations), group).numpy()
-    # What --keep-best ranks by: the estimated amplitude where the run estimates it (it tells
-    # junk apart better: docs/noise.md), else the score.
-    ranking = amplitudes if config.amplitude_scale else scores
-    kept = _kept(ranking, options.keep_best)
+    # What --keep-best ranks by: the amplitude where the run estimated it (it tells junk apart
+    # better: docs/noise.md; a run that never switched kept the input's), else the score.
+    by_amplitude = config.amplitude_scale and all(
+        entry["switch_epoch"] is not None for entry in training
+    )
+    kept = _kept(scores, amplitudes if by_amplitude else None, options.keep_best)
+    ranking = amplitudes if by_amplitude else scores
     estimated = bare.with_poses(rotations, shifts if config.predict_shifts else None)
     if estimated.ctf is not None:  # the amplitudes the run used (estimated or the input's)
         estimated = estimated.with_amplitude_scale(amplitudes)
@@ -479,7 +482,7 @@ def _run_job(
         "gold_standard": options.half_sets,
         "pixel_size_a": pixel,
         "nyquist_a": 2 * pixel,
-        "particle_scores": _score_summary(scores, ranking, config.amplitude_scale, kept, particles),
+        "particle_scores": _score_summary(scores, ranking, by_amplitude, kept, particles),
     }
     if config.amplitude_scale:
         summary["amplitude_scale"] = _amplitude_summary(amplitudes, particles)
@@ -529,13 +532,18 @@ def _detect_symmetry(volume: torch.Tensor, pixel_size_a: float, summary: dict) -
     return detection.to_dict()
 
 
-def _kept(scores: np.ndarray, keep_best: float | None) -> np.ndarray:
-    """The particles the final map is made of: all, or the ``keep_best`` fraction with the
-    highest scores (sorted indices)."""
+def _kept(scores: np.ndarray, amplitudes: np.ndarray | None, keep_best: float | None) -> np.ndarray:
+    """The particles the final map is made of (sorted indices): all, or the ``keep_best``
+    fraction ranked by ``amplitudes`` when given (ties, e.g. junk at the amplitudes' floor,
+    by the score), else by ``scores``."""
     if keep_best is None:
         return np.arange(len(scores))
     count = max(2, int(round(keep_best * len(scores))))
-    return np.sort(np.argsort(-scores, kind="stable")[:count])
+    if amplitudes is None:
+        order = np.argsort(-scores, kind="stable")
+    else:
+        order = np.lexsort((-scores, -amplitudes))
+    return np.sort(order[:count])
 
 
 def _positions_in(kept: np.ndarray, halves: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:

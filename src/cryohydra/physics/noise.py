@@ -221,6 +221,8 @@ class Whitened(TransferFunction):
 
     def __call__(self, frequencies_a: torch.Tensor) -> torch.Tensor:
         device = frequencies_a.device
+        if len(self.which) == 0:  # no images (e.g. one parity of a one-image batch)
+            return self.inner(frequencies_a)
         # Only the groups of these images (a stack may have hundreds of optics groups).
         present, which = torch.unique(self.which, return_inverse=True)
         gains = [self.whitenings[i].gain(frequencies_a).to(device) for i in present.tolist()]
