@@ -102,9 +102,8 @@ def main() -> None:
                 "fsc_0.5_vs_truth_a": summary["resolution_vs_reference_a_0.5"],
                 "known_pose_fsc_0.5_a": ceiling,
                 "within_10_percent": summary["resolution_vs_reference_a_0.5"] <= 1.1 * ceiling,
-                "ranked_by": scores.get("ranked_by", "score"),
                 "junk_roc_auc": scores.get("junk_roc_auc"),
-                "score_junk_roc_auc": scores.get("score_junk_roc_auc"),
+                "amplitude_junk_roc_auc": scores.get("amplitude_junk_roc_auc"),
                 "junk_in_kept": scores.get("junk_in_kept"),
                 "amplitude_correlation": summary.get("amplitude_scale", {}).get(
                     "correlation_with_truth"

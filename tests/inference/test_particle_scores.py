@@ -6,10 +6,9 @@ The set: the bundled structure, 32 px at 7 Å/px, 400 images at SNR 0.3 of which
 (empty ice, aggregates, carbon edges; ``simulate --junk-fraction``), each molecule's contrast
 drawn with sd 0.3 (``--contrast-sd``), refined for 2 epochs from the true poses
 (``--init-poses``: the score is tested here, not ab initio through junk, which the benchmark
-measures). Measured: with --amplitude-scale the kept are ranked by amplitude: ROC AUC 0.996
-(the score's: 0.998), 3.6 % junk among the 280 kept (the set has about 280 good images),
-median score 0.48; amplitudes correlate 0.958 with the true contrast. On the realistic
-benchmark set the amplitude tells junk apart better than the score (docs/noise.md).
+measures). Measured: ROC AUC 1.000, 1.1 % junk among the 280 kept (the set has about 280 good
+images), median score 0.53; amplitudes correlate 0.958 with the true contrast, and tell junk
+apart with AUC 0.996.
 """
 
 from __future__ import annotations
@@ -46,40 +45,38 @@ def junk_run(simulated_set, tmp_path_factory):
 
 def test_the_score_tells_junk_apart_and_keep_best_drops_it(junk_run):
     summary = json.loads((junk_run / "summary.json").read_text())["particle_scores"]
-    # With --amplitude-scale, --keep-best ranks by the amplitude.
-    assert summary["ranked_by"] == "amplitude"
-    assert summary["junk_roc_auc"] > 0.9 and summary["score_junk_roc_auc"] > 0.9
+    assert summary["junk_roc_auc"] > 0.9 and summary["amplitude_junk_roc_auc"] > 0.9
     assert summary["kept"] == 280
     assert summary["junk_in_kept"] < 0.1
     star = read_star(junk_run / "particles.star")
-    amplitudes = star.ctf.scale
+    scores = star.extra_columns["cryohydraScore"].astype(float)
     kept = star.extra_columns["cryohydraKept"].astype(int) == 1
-    assert kept.sum() == 280 and amplitudes[kept].min() >= amplitudes[~kept].max()
+    assert kept.sum() == 280 and scores[kept].min() >= scores[~kept].max()
     assert json.loads((junk_run / "summary.json").read_text())["n_particles"] == 400
 
 
-def test_keep_best_ranks_by_the_amplitude_where_given_ties_by_the_score():
-    scores = np.array([0.5, 0.1, 0.4, 0.05, 0.3])
-    amplitudes = np.array([0.1, 2.0, 1.0, 0.1, 0.1])
-    junk = np.array([0, 1, 0, 1, 0])
+def test_the_summary_gives_the_amplitudes_auc_where_they_were_estimated():
+    scores = np.array([0.5, 0.1, 0.4, 0.05])
+    amplitudes = np.array([0.2, 2.0, 1.0, 0.8])
+    junk = np.array([0, 1, 0, 1])
     particles = SimpleNamespace(extra_columns={"cryohydraJunk": junk})
-    assert _kept(scores, None, 0.4).tolist() == [0, 2]
-    # The third place is among three amplitudes at the floor: the best score (0) takes it.
-    assert _kept(scores, amplitudes, 0.6).tolist() == [0, 1, 2]
-    summary = _score_summary(scores, amplitudes, True, np.array([0, 1, 2]), particles)
-    assert summary["ranked_by"] == "amplitude" and "score_junk_roc_auc" in summary
-    assert summary["junk_roc_auc"] == roc_auc(amplitudes, junk == 0)
+    kept = _kept(scores, 0.5)
+    assert kept.tolist() == [0, 2]
+    plain = _score_summary(scores, None, kept, particles)
+    assert plain["junk_roc_auc"] == 1.0 and "amplitude_junk_roc_auc" not in plain
+    both = _score_summary(scores, amplitudes, kept, particles)
+    assert both["amplitude_junk_roc_auc"] == roc_auc(amplitudes, junk == 0) == 0.25
 
 
-def test_a_run_that_never_switched_ranks_by_the_score(simulated_set, tmp_path):
+def test_a_run_that_never_switched_gives_no_amplitude_auc(simulated_set, tmp_path):
     """``--amplitude-scale`` estimates amplitudes from the switch on; a run that ends before
-    it keeps the input's (all 1), so ``--keep-best`` ranks by the score."""
+    it keeps the input's (all 1), and its summary does not score them."""
     data = simulated_set(n_particles=400, snr=0.3, seed=12, junk_fraction=0.3, contrast_sd=0.3)
     out = tmp_path / "out"
     args = ["reconstruct", str(data / "particles.star"), "-o", str(out), "--quiet"]
     assert cli(args + ["--epochs", "1", "--amplitude-scale", "--keep-best", "0.5"]) == 0
     summary = json.loads((out / "summary.json").read_text())["particle_scores"]
-    assert summary["ranked_by"] == "score" and "score_junk_roc_auc" not in summary
+    assert "junk_roc_auc" in summary and "amplitude_junk_roc_auc" not in summary
     star = read_star(out / "particles.star")
     scores = star.extra_columns["cryohydraScore"].astype(float)
     kept = star.extra_columns["cryohydraKept"].astype(int) == 1

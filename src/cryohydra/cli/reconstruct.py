@@ -263,9 +263,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         metavar="FRACTION",
         help="make the final map from this fraction of the particles that match their "
-        "projection best (the cryohydraScore column of particles.star; junk scores low); "
-        "with --amplitude-scale, those of highest amplitude (rlnCtfScalefactor), which "
-        "tells junk apart better",
+        "projection best (the cryohydraScore column of particles.star; junk scores low)",
     )
 
     search = parser.add_argument_group("global pose search at the switch")

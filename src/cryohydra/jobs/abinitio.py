@@ -439,13 +439,12 @@ def _run_job(
     if config.symmetry != "C1":  # each pose as its mate in the group's asymmetric unit
         group = point_group(config.symmetry)
         rotations = canonical_mates(torch.from_numpy(rotations), group).numpy()
-    # What --keep-best ranks by: the amplitude where the run estimated it (it tells junk apart
-    # better: docs/noise.md; a run that never switched kept the input's), else the score.
-    by_amplitude = config.amplitude_scale and all(
+    kept = _kept(scores, options.keep_best)
+    # Where the run estimated amplitudes, the summary also says how well they tell junk apart
+    # (better than the score, but ranking by them made a worse map: docs/noise.md).
+    estimated_amplitudes = config.amplitude_scale and all(
         entry["switch_epoch"] is not None for entry in training
     )
-    kept = _kept(scores, amplitudes if by_amplitude else None, options.keep_best)
-    ranking = amplitudes if by_amplitude else scores
     estimated = bare.with_poses(rotations, shifts if config.predict_shifts else None)
     if estimated.ctf is not None:  # the amplitudes the run used (estimated or the input's)
         estimated = estimated.with_amplitude_scale(amplitudes)
@@ -482,7 +481,9 @@ def _run_job(
         "gold_standard": options.half_sets,
         "pixel_size_a": pixel,
         "nyquist_a": 2 * pixel,
-        "particle_scores": _score_summary(scores, ranking, by_amplitude, kept, particles),
+        "particle_scores": _score_summary(
+            scores, amplitudes if estimated_amplitudes else None, kept, particles
+        ),
     }
     if config.amplitude_scale:
         summary["amplitude_scale"] = _amplitude_summary(amplitudes, particles)
@@ -532,18 +533,13 @@ def _detect_symmetry(volume: torch.Tensor, pixel_size_a: float, summary: dict) -
     return detection.to_dict()
 
 
-def _kept(scores: np.ndarray, amplitudes: np.ndarray | None, keep_best: float | None) -> np.ndarray:
-    """The particles the final map is made of (sorted indices): all, or the ``keep_best``
-    fraction ranked by ``amplitudes`` when given (ties, e.g. junk at the amplitudes' floor,
-    by the score), else by ``scores``."""
+def _kept(scores: np.ndarray, keep_best: float | None) -> np.ndarray:
+    """The particles the final map is made of: all, or the ``keep_best`` fraction with the
+    highest scores (sorted indices)."""
     if keep_best is None:
         return np.arange(len(scores))
     count = max(2, int(round(keep_best * len(scores))))
-    if amplitudes is None:
-        order = np.argsort(-scores, kind="stable")
-    else:
-        order = np.lexsort((-scores, -amplitudes))
-    return np.sort(order[:count])
+    return np.sort(np.argsort(-scores, kind="stable")[:count])
 
 
 def _positions_in(kept: np.ndarray, halves: tuple[np.ndarray, ...]) -> tuple[np.ndarray, ...]:
@@ -552,29 +548,24 @@ def _positions_in(kept: np.ndarray, halves: tuple[np.ndarray, ...]) -> tuple[np.
 
 
 def _score_summary(
-    scores: np.ndarray,
-    ranking: np.ndarray,
-    by_amplitude: bool,
-    kept: np.ndarray,
-    particles: ParticleSet,
+    scores: np.ndarray, amplitudes: np.ndarray | None, kept: np.ndarray, particles: ParticleSet
 ) -> dict:
-    """The scores' spread, what was kept and by what (``ranking``: the amplitudes when
-    ``by_amplitude``, else the scores), and, for a simulated set that labels its junk, how
-    well the ranking (and the score) tells the molecule from the junk."""
+    """The scores' spread, what was kept, and (for a simulated set that labels its junk) how
+    well the score, and the estimated ``amplitudes`` if given, tell the molecule from the
+    junk."""
     out: dict = {
         "median": float(np.median(scores)),
-        "ranked_by": "amplitude" if by_amplitude else "score",
         "kept": len(kept),
-        "lowest_kept": float(ranking[kept].min()),
+        "lowest_kept": float(scores[kept].min()),
     }
     labels = particles.extra_columns.get(JUNK_COLUMN)
     if labels is not None:
         junk = np.asarray(labels).astype(int) == 1
         if 0 < junk.sum() < len(junk):
-            out["junk_roc_auc"] = roc_auc(ranking, ~junk)
+            out["junk_roc_auc"] = roc_auc(scores, ~junk)
             out["junk_in_kept"] = float(junk[kept].mean())
-            if by_amplitude:
-                out["score_junk_roc_auc"] = roc_auc(scores, ~junk)
+            if amplitudes is not None:
+                out["amplitude_junk_roc_auc"] = roc_auc(amplitudes, ~junk)
     return out
 
 
