@@ -2,12 +2,14 @@
 contrast, 6 Å shifts, B = 100 Å^2, the CTF past the box (``datasets.realistic``).
 
 Each set is run with its defaults for such a stack (``--invert-contrast``, ``--keep-best 0.8``:
-the final map from the best-scoring 80 %) in three variants: the plain (white-noise) loss,
+the final map from the best-ranked 80 %) in three variants: the plain (white-noise) loss,
 ``--whiten``, and ``--whiten --amplitude-scale``. Scored on the molecule's particles only
 (``cryohydraJunk`` 0): median and mean rotation error (modulo the molecule's group), and the
 FSC 0.5 against the truth beside the known-pose map made from the molecule's particles
-(acceptance: within 10 %); the junk score's ROC AUC (acceptance: >= 0.9) and the junk's share
-among the kept; the amplitudes' correlation with the true contrast; training time.
+(acceptance: within 10 %); the ROC AUC for telling junk apart of what ``--keep-best`` ranks by
+(acceptance: >= 0.9; the score alone, or with ``--amplitude-scale`` the score and the amplitude
+together), beside the score's and the amplitudes', and the junk's share among the kept; the
+amplitudes' correlation with the true contrast; training time.
 
 Each run appends a row to ``results/realistic.json`` as it finishes (rows already there are
 skipped: the benchmark resumes where it stopped; ``--again`` adds a row beside an old one). A
@@ -102,6 +104,8 @@ def main() -> None:
                 "fsc_0.5_vs_truth_a": summary["resolution_vs_reference_a_0.5"],
                 "known_pose_fsc_0.5_a": ceiling,
                 "within_10_percent": summary["resolution_vs_reference_a_0.5"] <= 1.1 * ceiling,
+                "ranked_by": scores.get("ranked_by"),
+                "ranking_junk_roc_auc": scores.get("ranking_junk_roc_auc"),
                 "junk_roc_auc": scores.get("junk_roc_auc"),
                 "amplitude_junk_roc_auc": scores.get("amplitude_junk_roc_auc"),
                 "junk_in_kept": scores.get("junk_in_kept"),

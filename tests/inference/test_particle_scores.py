@@ -1,6 +1,7 @@
 """Each particle's score (its image against the projection at its pose) tells junk apart, and
-``--keep-best`` makes the final map from the best-scoring fraction; ``--amplitude-scale``
-estimates each particle's contrast on the same run.
+``--keep-best`` makes the final map from the best-ranked fraction; ``--amplitude-scale``
+estimates each particle's contrast on the same run, and ``--keep-best`` then ranks by the score
+and the amplitude together.
 
 The set: the bundled structure, 32 px at 7 Å/px, 400 images at SNR 0.3 of which 30 % junk
 (empty ice, aggregates, carbon edges; ``simulate --junk-fraction``), each molecule's contrast
@@ -21,7 +22,7 @@ import pytest
 
 from cryohydra.cli.main import main as cli
 from cryohydra.io.star import read_star
-from cryohydra.jobs.abinitio import _kept, _score_summary
+from cryohydra.jobs.abinitio import _kept, _score_summary, keep_ranking
 from cryohydra.metrics.classification import roc_auc
 
 
@@ -46,12 +47,16 @@ def junk_run(simulated_set, tmp_path_factory):
 def test_the_score_tells_junk_apart_and_keep_best_drops_it(junk_run):
     summary = json.loads((junk_run / "summary.json").read_text())["particle_scores"]
     assert summary["junk_roc_auc"] > 0.9 and summary["amplitude_junk_roc_auc"] > 0.9
+    assert summary["ranked_by"] == "score and amplitude"
+    assert summary["ranking_junk_roc_auc"] > 0.9
     assert summary["kept"] == 280
     assert summary["junk_in_kept"] < 0.1
     star = read_star(junk_run / "particles.star")
     scores = star.extra_columns["cryohydraScore"].astype(float)
+    ranking = star.extra_columns["cryohydraRank"].astype(float)
+    assert np.allclose(ranking, keep_ranking(scores, star.ctf.scale), atol=1e-6)
     kept = star.extra_columns["cryohydraKept"].astype(int) == 1
-    assert kept.sum() == 280 and scores[kept].min() >= scores[~kept].max()
+    assert kept.sum() == 280 and ranking[kept].min() >= ranking[~kept].max()
     assert json.loads((junk_run / "summary.json").read_text())["n_particles"] == 400
 
 
@@ -60,12 +65,28 @@ def test_the_summary_gives_the_amplitudes_auc_where_they_were_estimated():
     amplitudes = np.array([0.2, 2.0, 1.0, 0.8])
     junk = np.array([0, 1, 0, 1])
     particles = SimpleNamespace(extra_columns={"cryohydraJunk": junk})
-    kept = _kept(scores, 0.5)
+    kept = _kept(keep_ranking(scores, None), 0.5)
     assert kept.tolist() == [0, 2]
-    plain = _score_summary(scores, None, kept, particles)
-    assert plain["junk_roc_auc"] == 1.0 and "amplitude_junk_roc_auc" not in plain
-    both = _score_summary(scores, amplitudes, kept, particles)
+    plain = _score_summary(scores, None, keep_ranking(scores, None), kept, particles)
+    assert plain["junk_roc_auc"] == plain["ranking_junk_roc_auc"] == 1.0
+    assert plain["ranked_by"] == "score" and "amplitude_junk_roc_auc" not in plain
+    both = _score_summary(scores, amplitudes, keep_ranking(scores, amplitudes), kept, particles)
     assert both["amplitude_junk_roc_auc"] == roc_auc(amplitudes, junk == 0) == 0.25
+    assert both["ranked_by"] == "score and amplitude"
+
+
+def test_keep_best_ranks_by_the_worse_of_score_and_amplitude():
+    """A particle that matches its projection well with a small amplitude (a carbon edge), and
+    one with a large amplitude that matches badly (a molecule in a wrong pose), both rank below
+    one that is good on both counts; without amplitudes the ranking is the score's."""
+    scores = np.array([0.30, 0.05, 0.25, 0.20, 0.02])
+    amplitudes = np.array([0.1, 2.5, 1.2, 1.0, 0.05])
+    assert keep_ranking(scores, None).tolist() == [1.0, 0.25, 0.75, 0.5, 0.0]
+    ranking = keep_ranking(scores, amplitudes)
+    assert ranking.tolist() == [0.25, 0.25, 0.75, 0.5, 0.0]
+    assert _kept(ranking, 0.4).tolist() == [2, 3]
+    assert _kept(keep_ranking(scores, None), 0.4).tolist() == [0, 2]
+    assert _kept(ranking, None).tolist() == [0, 1, 2, 3, 4]
 
 
 def test_a_run_that_never_switched_gives_no_amplitude_auc(simulated_set, tmp_path):
@@ -77,6 +98,7 @@ def test_a_run_that_never_switched_gives_no_amplitude_auc(simulated_set, tmp_pat
     assert cli(args + ["--epochs", "1", "--amplitude-scale", "--keep-best", "0.5"]) == 0
     summary = json.loads((out / "summary.json").read_text())["particle_scores"]
     assert "junk_roc_auc" in summary and "amplitude_junk_roc_auc" not in summary
+    assert summary["ranked_by"] == "score"
     star = read_star(out / "particles.star")
     scores = star.extra_columns["cryohydraScore"].astype(float)
     kept = star.extra_columns["cryohydraKept"].astype(int) == 1

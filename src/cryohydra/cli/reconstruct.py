@@ -262,8 +262,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=fraction,
         default=None,
         metavar="FRACTION",
-        help="make the final map from this fraction of the particles that match their "
-        "projection best (the cryohydraScore column of particles.star; junk scores low)",
+        help="make the final map from this fraction of the particles ranked best: by how well "
+        "each matches its projection (cryohydraScore in particles.star; junk scores low) and, "
+        "with --amplitude-scale, by its amplitude too (the worse of the two ranks: "
+        "cryohydraRank)",
     )
 
     search = parser.add_argument_group("global pose search at the switch")
