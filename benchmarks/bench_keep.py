@@ -49,7 +49,8 @@ def main() -> None:
     parser.add_argument("--model", default="hsp90")
     parser.add_argument("--box", type=int, default=64)
     parser.add_argument("--particles", type=int, default=20_000)
-    parser.add_argument("--variant", default="whitened+scale", choices=list(VARIANTS))
+    estimated = [v for v, settings in VARIANTS.items() if settings.get("amplitude_scale")]
+    parser.add_argument("--variant", default="whitened+scale", choices=estimated)
     parser.add_argument("--splits", type=int, default=4, help="random half-splits (seeds)")
     parser.add_argument("--again", action="store_true")
     args = parser.parse_args()
@@ -63,6 +64,8 @@ def main() -> None:
     wrong = ~junk & (errors.rotation_error_deg > WRONG_DEG)
     scores = np.asarray(found.extra_columns[SCORE_COLUMN], dtype=np.float64)
     amplitudes = found.require_ctf().scale
+    if np.all(amplitudes == amplitudes[0]):
+        raise SystemExit(f"{run}: the run estimated no amplitudes (run it with --amplitude-scale)")
     known = reconstruct_known_poses(
         truth.subset(np.nonzero(~junk)[0]), invert_contrast=True, progress=False
     )
@@ -79,7 +82,7 @@ def main() -> None:
             continue
         started = time.perf_counter()
         ranking = rank(scores, amplitudes)
-        kept = _kept(ranking, KEEP_BEST)
+        kept = _kept(ranking, KEEP_BEST, scores)
         chosen = found.subset(kept)
         fsc = []
         for seed in range(args.splits):

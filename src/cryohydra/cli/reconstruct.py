@@ -262,10 +262,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=fraction,
         default=None,
         metavar="FRACTION",
-        help="make the final map from this fraction of the particles ranked best: by how well "
-        "each matches its projection (cryohydraScore in particles.star; junk scores low) and, "
-        "with --amplitude-scale, by its amplitude too (the worse of the two ranks: "
-        "cryohydraRank)",
+        help="make the final map from this fraction of the particles ranked best "
+        "(cryohydraRank in particles.star): by how well each matches its projection "
+        "(cryohydraScore; junk scores low) and, with --amplitude-scale once the run has "
+        "estimated them, by its amplitude too (the worse of the two ranks)",
     )
 
     search = parser.add_argument_group("global pose search at the switch")
