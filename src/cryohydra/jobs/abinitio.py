@@ -555,9 +555,14 @@ def keep_ranking(scores: np.ndarray, amplitudes: np.ndarray | None) -> np.ndarra
 def _percentiles(values: np.ndarray) -> np.ndarray:
     """Each value's rank among ``values`` as a fraction: 0 the lowest, 1 the highest (NaN the
     lowest; ties their mean rank)."""
-    values = np.asarray(values, dtype=np.float64)
-    ranks = rankdata(np.where(np.isnan(values), -np.inf, values), method="average") - 1
+    ranks = rankdata(_nan_lowest(values), method="average") - 1
     return ranks / max(len(values) - 1, 1)
+
+
+def _nan_lowest(values: np.ndarray) -> np.ndarray:
+    """``values`` as float64 with every NaN made -inf, so that it sorts lowest."""
+    values = np.asarray(values, dtype=np.float64)
+    return np.where(np.isnan(values), -np.inf, values)
 
 
 def _kept(ranking: np.ndarray, keep_best: float | None, scores: np.ndarray) -> np.ndarray:
@@ -566,8 +571,7 @@ def _kept(ranking: np.ndarray, keep_best: float | None, scores: np.ndarray) -> n
     if keep_best is None:
         return np.arange(len(ranking))
     count = max(2, int(round(keep_best * len(ranking))))
-    scores = np.asarray(scores, dtype=np.float64)
-    order = np.lexsort((-np.where(np.isnan(scores), -np.inf, scores), -ranking))
+    order = np.lexsort((-_nan_lowest(scores), -ranking))
     return np.sort(order[:count])
 
 
