@@ -2,8 +2,9 @@
 contrast, 6 Å shifts, B = 100 Å^2, the CTF past the box (``datasets.realistic``).
 
 Each set is run with its defaults for such a stack (``--invert-contrast``, ``--keep-best 0.8``:
-the final map from the best-ranked 80 %) in three variants: the plain (white-noise) loss,
-``--whiten``, and ``--whiten --amplitude-scale``. Scored on the molecule's particles only
+the final map from the best-ranked 80 %) in four variants: the plain (white-noise) loss,
+``--whiten``, ``--whiten --amplitude-scale``, and ``--amplitude-scale`` alone (what the
+amplitudes buy without whitening). Scored on the molecule's particles only
 (``cryohydraJunk`` 0): median and mean rotation error (modulo the molecule's group), and the
 FSC 0.5 against the truth beside the known-pose map made from the molecule's particles
 (acceptance: within 10 %); the ROC AUC for telling junk apart of what ``--keep-best`` ranks by
@@ -45,6 +46,7 @@ VARIANTS = {
     "white": {},
     "whitened": {"whiten": True},
     "whitened+scale": {"whiten": True, "amplitude_scale": True},
+    "scale": {"amplitude_scale": True},
 }
 
 

@@ -153,6 +153,22 @@ class ParticleBatches:
             f"images); the model expects bright ones: run {wanted} --invert-contrast?"
         )
 
+    def colour_warning(self, max_tilt: float = 1.4) -> str | None:
+        """A message if the images' noise is coloured (:meth:`NoiseSpectrum.tilt
+        <cryohydra.physics.noise.NoiseSpectrum.tilt>` of their background above ``max_tilt``)
+        while they are not whitened: the loss then weighs the low frequencies, where the noise
+        is strongest, as much as the rest."""
+        if self.whitenings:
+            return None
+        tilt = self._noise_spectrum(np.arange(len(self.particles))).tilt()
+        if tilt <= max_tilt:
+            return None
+        return (
+            f"{self.particles.source}: the noise is coloured: in the images' background the "
+            f"lowest quarter of the frequencies has {tilt:.1f} times the power of the upper "
+            "half, and the loss assumes white noise."
+        )
+
     def _noise_spectrum(self, members: np.ndarray) -> NoiseSpectrum:
         """The noise spectrum of the working images (scaled, not whitened) of ``members``,
         from up to ``_SCALE_SAMPLE`` of them spread over the list."""

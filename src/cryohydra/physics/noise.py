@@ -76,6 +76,18 @@ class NoiseSpectrum:
         k = frequency_grid_2d(box_size, pixel_size_a, dtype=torch.float64)
         return self.at(torch.linalg.vector_norm(k, dim=-1))
 
+    def tilt(self) -> float:
+        """How coloured the noise is: the mean power over the lowest quarter of the shells
+        above 0 over the mean over the upper half (1 for white noise). An estimate from a
+        background (:func:`background_power_spectrum`) measured 0.99-1.15 on simulated white
+        noise (6UO9 and HSP90, 64 px, 1,000 images at SNR 0.1 to 10; signal that defocus
+        spreads past the disc raises it at high SNR), 1.76 on the 7 real EMPIAR-10076
+        particles, 2.6 and 2.2 on the realistic sets made from their background (64 and
+        128 px)."""
+        power = np.asarray(self.power[1:], dtype=np.float64)
+        quarter, half = max(1, len(power) // 4), len(power) // 2
+        return float(power[:quarter].mean() / power[half:].mean())
+
     def to_dict(self) -> dict:
         return {
             "frequencies_per_a": [float(v) for v in self.frequencies_per_a],
