@@ -19,7 +19,9 @@ from cryohydra.cli.main import main as cli
 from cryohydra.io.batches import ParticleBatches
 from cryohydra.io.particles import CTFParams, ParticleSet
 from cryohydra.io.star import read_star
+from cryohydra.metrics.reference import reference_fsc
 from cryohydra.physics.noise import Whitened, background_power_spectrum
+from cryohydra.reconstruct.backproject import reconstruct_known_poses
 
 DATA = Path(__file__).resolve().parents[1] / "data"
 
@@ -145,3 +147,29 @@ def test_coloured_noise_is_reported_unless_whitened(coloured_set, simulated_set)
         assert message is not None and "the noise is coloured" in message
         assert ParticleBatches(particles, whiten=True).colour_warning() is None
     assert ParticleBatches(white).colour_warning() is None
+
+
+def test_known_pose_maps_weigh_a_noisier_group_less_when_whitened(
+    coloured_set, simulated_set, tmp_path
+):
+    """``backproject --whiten``: each optics group whitened to one noise variance, so a group
+    20 times noisier weighs in less. Measured (200 + 200 particles, both with the real
+    particles' noise shape, group 1 at SNR 0.005, group 2 at SNR 0.1; FSC 0.5 vs the truth):
+    26.4 Å plain, 15.0 Å whitened; each group whitened to its own variance (the shape alone,
+    which is the same in both), 26.2 Å."""
+    real = DATA / "empiar10076_7" / "empiar_10076_7.star"
+    noisy = simulated_set(n_particles=200, snr=0.005, seed=9, noise_spectrum=str(real))
+    clean = simulated_set(n_particles=200, snr=0.1, seed=10, noise_spectrum=str(real))
+    mixed = _in_two_optics_groups(
+        read_star(noisy / "particles.star"), read_star(clean / "particles.star")
+    )
+    resolution = {}
+    for whiten in (False, True):
+        result = reconstruct_known_poses(mixed, progress=False, whiten=whiten)
+        truth = noisy / "ground_truth.mrc"
+        resolution[whiten] = reference_fsc(result.full.cpu(), truth, result.pixel_size_a)
+    assert resolution[True] < 0.75 * resolution[False]  # measured 0.57
+    out = tmp_path / "bp"
+    args = ["backproject", str(coloured_set / "particles.star"), "-o", str(out), "--quiet"]
+    assert cli(args + ["--whiten"]) == 0
+    assert json.loads((out / "backproject.json").read_text())["config"]["whiten"] is True

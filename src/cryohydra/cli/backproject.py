@@ -60,6 +60,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="point group to impose (C<n>, D<n>, T, O, I, I1-I4; RELION's axes): each image "
         "is inserted at every symmetry mate of its pose",
     )
+    parser.add_argument(
+        "--whiten",
+        action="store_true",
+        help="whiten each optics group by the noise spectrum of its images' background "
+        "(for coloured noise, or groups whose noise differs)",
+    )
     parser.add_argument("--device", type=device, default="cpu", help="cpu, cuda or cuda:N")
     parser.add_argument("--force", action="store_true", help="overwrite existing outputs")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -82,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         progress=not args.quiet,
         symmetry=config.symmetry,
+        whiten=config.whiten,
     )
     outdir.mkdir(parents=True, exist_ok=True)
     curve = write_reconstruction(result, outdir, half_maps=config.half_maps, force=args.force)

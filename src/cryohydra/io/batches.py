@@ -15,7 +15,7 @@ transforms and the CTF are then computed on the working device. The result is th
 from __future__ import annotations
 
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -34,7 +34,15 @@ from cryohydra.physics.noise import (
 )
 from cryohydra.physics.projector import SliceGrid, image_to_slice
 
-__all__ = ["Batch", "ParticleBatches", "epoch_batches"]
+__all__ = [
+    "Batch",
+    "ParticleBatches",
+    "epoch_batches",
+    "optics_group_whitenings",
+    "sampled_noise_spectrum",
+    "whiten_images",
+    "whiten_transfer",
+]
 _PREFETCH = 4  # batches read ahead by each worker
 
 _SCALE_SAMPLE = 1000
@@ -170,28 +178,12 @@ class ParticleBatches:
         )
 
     def _noise_spectrum(self, members: np.ndarray) -> NoiseSpectrum:
-        """The noise spectrum of the working images (scaled, not whitened) of ``members``,
-        from up to ``_SCALE_SAMPLE`` of them spread over the list."""
-        n = len(members)
-        picks = np.unique(np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64))
-        return background_power_spectrum(self.read(members[picks]), self.pixel_size_a)
+        return sampled_noise_spectrum(self.read, members, self.pixel_size_a)
 
     def _whitenings(self) -> dict[int, Whitening]:
-        """A whitening per optics group, from that group's background; a group of fewer than
-        ``_MIN_GROUP_IMAGES`` images gets the whole set's (its own would be too noisy)."""
-        groups = self.particles.optics_group
-        pooled: NoiseSpectrum | None = None
-        out = {}
-        for group in np.unique(groups):
-            members = np.nonzero(groups == group)[0]
-            if len(members) >= _MIN_GROUP_IMAGES:
-                spectrum = self._noise_spectrum(members)
-            else:
-                if pooled is None:
-                    pooled = self._noise_spectrum(np.arange(len(groups)))
-                spectrum = pooled
-            out[int(group)] = Whitening(spectrum, self.working_box, self.pixel_size_a)
-        return out
+        return optics_group_whitenings(
+            self.read, self.particles.optics_group, self.working_box, self.pixel_size_a
+        )
 
     def read(self, rows: np.ndarray) -> torch.Tensor:
         """The images ``rows`` as stored, cropped to the working box and scaled, on the CPU
@@ -200,13 +192,7 @@ class ParticleBatches:
         if self.working_box != images.shape[-1]:
             images = fourier_crop_2d(images, self.working_box)
         images = images * (self.sign * self.scale)
-        if not self.whitenings:
-            return images
-        groups = self.particles.optics_group[rows]
-        for group in np.unique(groups):
-            members = torch.from_numpy(groups == group)
-            images[members] = self.whitenings[int(group)].images(images[members])
-        return images
+        return whiten_images(self.whitenings, self.particles.optics_group[rows], images)
 
     def _images(self, rows: np.ndarray) -> torch.Tensor:
         return self.read(rows).to(self.device)
@@ -277,12 +263,71 @@ class ParticleBatches:
         """The transfer functions of the particles ``rows``, on the working device (whitened
         like the images)."""
         transfer = self.particles.transfer_function(rows, self.device)
-        if not self.whitenings:
-            return transfer
-        keys = sorted(self.whitenings)
-        which = np.searchsorted(keys, self.particles.optics_group[rows])
-        whitenings = tuple(self.whitenings[k] for k in keys)
-        return Whitened(transfer, whitenings, torch.from_numpy(which).to(torch.int64))
+        return whiten_transfer(self.whitenings, self.particles.optics_group[rows], transfer)
+
+
+def sampled_noise_spectrum(
+    read: Callable[[np.ndarray], torch.Tensor], members: np.ndarray, pixel_size_a: float
+) -> NoiseSpectrum:
+    """The noise spectrum of the images ``members`` as ``read(rows)`` gives them, from up to
+    ``_SCALE_SAMPLE`` of them spread over the list."""
+    n = len(members)
+    picks = np.unique(np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64))
+    return background_power_spectrum(read(members[picks]), pixel_size_a)
+
+
+def optics_group_whitenings(
+    read: Callable[[np.ndarray], torch.Tensor],
+    groups: np.ndarray,
+    box_size: int,
+    pixel_size_a: float,
+) -> dict[int, Whitening]:
+    """A whitening per optics group (``groups``: ``(N,)``, each particle's), from that group's
+    background in the images as ``read(rows)`` gives them (``box_size`` px of
+    ``pixel_size_a``); a group of fewer than ``_MIN_GROUP_IMAGES`` images gets the whole
+    set's (its own would be too noisy). All whiten to one noise variance, the groups' mean
+    variance weighted by their sizes, so that a noisier group weighs in less."""
+    pooled: NoiseSpectrum | None = None
+    spectra, sizes = {}, {}
+    for group in np.unique(groups):
+        members = np.nonzero(groups == group)[0]
+        if len(members) >= _MIN_GROUP_IMAGES:
+            spectrum = sampled_noise_spectrum(read, members, pixel_size_a)
+        else:
+            if pooled is None:
+                pooled = sampled_noise_spectrum(read, np.arange(len(groups)), pixel_size_a)
+            spectrum = pooled
+        spectra[int(group)], sizes[int(group)] = spectrum, len(members)
+    own = {g: Whitening(s, box_size, pixel_size_a).own_mean_power for g, s in spectra.items()}
+    reference = sum(own[g] * sizes[g] for g in own) / sum(sizes.values())
+    return {g: Whitening(s, box_size, pixel_size_a, reference) for g, s in spectra.items()}
+
+
+def whiten_images(
+    whitenings: dict[int, Whitening], groups: np.ndarray, images: torch.Tensor
+) -> torch.Tensor:
+    """``(B, L, L)`` images, each filtered by its optics group's whitening (``groups``:
+    ``(B,)``); unchanged without whitenings."""
+    if not whitenings:
+        return images
+    images = images.clone()
+    for group in np.unique(groups):
+        members = torch.from_numpy(groups == group).to(images.device)
+        images[members] = whitenings[int(group)].images(images[members])
+    return images
+
+
+def whiten_transfer(
+    whitenings: dict[int, Whitening], groups: np.ndarray, transfer: TransferFunction
+) -> TransferFunction:
+    """``transfer`` (``B`` images of the optics groups ``groups``) times each image's group's
+    whitening gain; unchanged without whitenings."""
+    if not whitenings:
+        return transfer
+    keys = sorted(whitenings)
+    which = np.searchsorted(keys, groups)
+    chosen = tuple(whitenings[k] for k in keys)
+    return Whitened(transfer, chosen, torch.from_numpy(np.asarray(which)).to(torch.int64))
 
 
 class _Reads(torch.utils.data.Dataset):

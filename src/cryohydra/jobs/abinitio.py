@@ -469,6 +469,7 @@ def _run_job(
         progress=options.progress,
         halves=None if half_split is None else _positions_in(kept, half_split),
         symmetry=config.symmetry,
+        whiten=config.whiten,
     )
     pixel = result.pixel_size_a
     curve = write_reconstruction(result, outdir, force=True)

@@ -185,21 +185,31 @@ def coloured_noise(
 @dataclass(frozen=True)
 class Whitening:
     """Whitening of images of ``box_size`` pixels of ``pixel_size_a`` whose noise has the
-    spectrum ``spectrum``: the gain ``w(k) = sqrt(P_mean / P(|k|))``, ``P_mean`` the spectrum's
-    mean over the box's Fourier pixels, makes that noise white with its variance unchanged.
+    spectrum ``spectrum``: the gain ``w(k) = sqrt(P_ref / P(|k|))`` makes that noise white of
+    variance ``P_ref``. ``P_ref`` is ``reference_power`` if given, else the spectrum's mean over
+    the box's Fourier pixels (the variance unchanged).
 
     The model ``X = C P V + n`` becomes ``w X = (w C) P V + white noise``: images are filtered
     by :meth:`images` and every transfer function wrapped by :meth:`transfer`, so the loss
     and the backprojection weight each frequency by its signal-to-noise ratio (a noise
-    spectrum shared by all images cancels in a backprojection's ratio; it changes the loss)."""
+    spectrum shared by all images cancels in a backprojection's ratio; it changes the loss).
+    Images whose noise differs (optics groups) need one ``reference_power`` for all, so that
+    their whitened noise has one variance and a noisier group weighs in less."""
 
     spectrum: NoiseSpectrum
     box_size: int
     pixel_size_a: float
+    reference_power: float | None = None
+
+    @cached_property
+    def own_mean_power(self) -> float:
+        """The spectrum's mean over the box's Fourier pixels: the noise's variance per pixel."""
+        return float(self.spectrum.on_box(self.box_size, self.pixel_size_a).mean())
 
     @cached_property
     def mean_power(self) -> float:
-        return float(self.spectrum.on_box(self.box_size, self.pixel_size_a).mean())
+        """``P_ref``: the whitened noise's variance per pixel."""
+        return self.own_mean_power if self.reference_power is None else self.reference_power
 
     def gain(self, frequencies_a: torch.Tensor) -> torch.Tensor:
         """``w`` at ``(..., 2)`` frequencies in 1/Å: ``(...)``, float32."""

@@ -39,6 +39,7 @@ import torch
 from tqdm import tqdm
 
 from cryohydra.geometry.symmetry import Symmetry, symmetry_group
+from cryohydra.io.batches import optics_group_whitenings, whiten_images, whiten_transfer
 from cryohydra.io.particles import ParticleSet, random_half_split
 from cryohydra.metrics.fsc import radial_shell_index, shell_correlation
 from cryohydra.physics.fourier import ifft3_centered, shell_mean
@@ -287,6 +288,7 @@ def reconstruct_known_poses(
     progress: bool = True,
     halves: tuple[np.ndarray, np.ndarray] | None = None,
     symmetry: Symmetry = "C1",
+    whiten: bool = False,
 ) -> Reconstruction:
     """Reconstruct from the set's poses, shifts and CTF, streaming its images in batches.
 
@@ -294,7 +296,10 @@ def reconstruct_known_poses(
     the gold-standard FSC, or as given by ``halves`` (two arrays of particle indices, e.g. the
     halves of an ab-initio run made on each half independently). ``symmetry`` (a point-group
     symbol in RELION's orientation, or rotations ``(G, 3, 3)`` in the map's frame) is imposed
-    by symmetry expansion (:class:`Accumulator`).
+    by symmetry expansion (:class:`Accumulator`). ``whiten``: each optics group's images and
+    CTFs are whitened by the noise spectrum of its background (as ``reconstruct --whiten``
+    does, :func:`~cryohydra.io.batches.optics_group_whitenings`), so that each group weighs in
+    by its own signal-to-noise ratio at each frequency.
     """
     if batch_size < 1:
         raise ValueError(f"batch size must be a positive number of images, got {batch_size}")
@@ -310,6 +315,15 @@ def reconstruct_known_poses(
     group, _ = symmetry_group(symmetry)
     group = None if len(group) == 1 else group
     sign = -1.0 if invert_contrast else 1.0
+    groups = particles.optics_group
+    whitenings = {}
+    if whiten:
+        whitenings = optics_group_whitenings(
+            lambda rows: torch.from_numpy(particles.load_images(rows)) * sign,
+            groups,
+            box_size,
+            pixel_size_a,
+        )
     bar = tqdm(total=len(particles), desc="backproject", unit="img", disable=not progress)
 
     def accumulate(members: np.ndarray) -> Accumulator:
@@ -317,11 +331,12 @@ def reconstruct_known_poses(
         for start in range(0, len(members), batch_size):
             rows = members[start : start + batch_size]
             images = torch.from_numpy(particles.load_images(rows)).to(device) * sign
+            transfer = particles.transfer_function(rows, device)
             accumulator.add(
-                images,
+                whiten_images(whitenings, groups[rows], images),
                 torch.from_numpy(rotations[rows]).to(device),
                 torch.from_numpy(shifts[rows]).to(device),
-                particles.transfer_function(rows, device),
+                whiten_transfer(whitenings, groups[rows], transfer),
                 pixel_size_a,
             )
             bar.update(len(rows))

@@ -18,6 +18,9 @@ class BackprojectConfig:
         invert_contrast: the stack has dark particles.
         symmetry: point group imposed (C<n>, D<n>, T, O, I, I1-I4 in RELION's orientation):
             each image is inserted at every symmetry mate of its pose.
+        whiten: whiten each optics group's images and CTFs by the noise spectrum of its
+            background (``reconstruct --whiten``): groups then weigh in by their own
+            signal-to-noise ratio at each frequency.
     """
 
     half_maps: bool = False
@@ -25,6 +28,7 @@ class BackprojectConfig:
     batch_size: int = 256
     invert_contrast: bool = False
     symmetry: str = "C1"
+    whiten: bool = False
 
     def __post_init__(self) -> None:
         if self.batch_size < 1:
