@@ -115,6 +115,9 @@ def test_every_option_has_help_and_the_help_shows_defaults(capsys):
     main(["reconstruct", "--help"])
     text = capsys.readouterr().out
     assert "(default: 20)" in text and "(default: semi-amortized)" in text
+    # A switch that turns something off (dest "ctf", default True) claims no default.
+    main(["simulate", "--help"])
+    assert "(default: True)" not in capsys.readouterr().out
 
 
 @pytest.mark.skipif(torch.cuda.device_count() > 7, reason="this machine has a cuda:7")

@@ -45,6 +45,8 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
         text = action.help or ""
         if action.default in (None, False, argparse.SUPPRESS) or "default" in text:
             return text
+        if action.nargs == 0 and action.default is True:  # a switch that turns something off
+            return text
         return super()._get_help_string(action)
 
 
