@@ -45,6 +45,11 @@ def test_resume_refuses_other_particles_and_names_changed_settings(sets, tmp_pat
     assert _run(first, out, "--resume") == 0
     assert _run(first, out, "--resume", "--amplitude-scale") == 2
     assert "amplitude_scale: False -> True" in capsys.readouterr().err
+    # A --whiten run of a version that whitened each optics group to its own variance.
+    description["config"]["whiten"] = True
+    (out / RUN_FILE).write_text(json.dumps(description))
+    assert _run(first, out, "--resume", "--whiten") == 2
+    assert "whitening: None -> 'each optics group to one noise variance'" in capsys.readouterr().err
 
 
 def test_force_clears_the_old_run_but_keeps_the_users_files(sets, tmp_path):

@@ -15,7 +15,7 @@ transforms and the CTF are then computed on the working device. The result is th
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,26 +27,25 @@ from cryohydra.physics.fourier import fft2_centered, fourier_crop_2d
 from cryohydra.physics.imaging import ImagingModel, TransferFunction
 from cryohydra.physics.noise import (
     NoiseSpectrum,
-    Whitened,
     Whitening,
-    background_power_spectrum,
     centre_contrast,
+    optics_group_whitenings,
+    sampled_noise_spectrum,
+    whiten_images,
+    whiten_transfer,
 )
 from cryohydra.physics.projector import SliceGrid, image_to_slice
 
-__all__ = [
-    "Batch",
-    "ParticleBatches",
-    "epoch_batches",
-    "optics_group_whitenings",
-    "sampled_noise_spectrum",
-    "whiten_images",
-    "whiten_transfer",
-]
+__all__ = ["Batch", "ParticleBatches", "epoch_batches"]
 _PREFETCH = 4  # batches read ahead by each worker
 
 _SCALE_SAMPLE = 1000
-_MIN_GROUP_IMAGES = 200  # an optics group with fewer images is whitened by the whole set's
+
+
+def _sample(n: int) -> np.ndarray:
+    """Up to ``_SCALE_SAMPLE`` rows spread evenly over ``n``: what the set's statistics (its
+    scale, contrast and noise spectra) are estimated from."""
+    return np.unique(np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64))
 
 
 @dataclass(frozen=True)
@@ -138,8 +137,7 @@ class ParticleBatches:
 
     def _estimate_scale(self) -> float:
         n = len(self.particles)
-        rows = np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64)
-        images = self._images(np.unique(rows))
+        images = self._images(_sample(n))
         std = float(images.std())
         if not np.isfinite(std) or std == 0:
             raise InputFileError(self.particles.source, "the images are constant (std 0)")
@@ -150,7 +148,7 @@ class ParticleBatches:
         centre darker than their background in a sample of images, with a t statistic below
         ``-min_t`` (:func:`~cryohydra.physics.noise.centre_contrast`)."""
         n = len(self.particles)
-        rows = np.unique(np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64))
+        rows = _sample(n)
         mean, t = centre_contrast(self.read(rows))
         if t >= -min_t:
             return None
@@ -162,27 +160,34 @@ class ParticleBatches:
         )
 
     def colour_warning(self, max_tilt: float = 1.4) -> str | None:
-        """A message if the images' noise is coloured (:meth:`NoiseSpectrum.tilt
-        <cryohydra.physics.noise.NoiseSpectrum.tilt>` of their background above ``max_tilt``)
-        while they are not whitened: the loss then weighs the low frequencies, where the noise
-        is strongest, as much as the rest."""
-        if self.whitenings:
+        """A message if the images' background looks coloured (:meth:`NoiseSpectrum.tilt
+        <cryohydra.physics.noise.NoiseSpectrum.tilt>` above ``max_tilt``), for a run that does
+        not whiten: the loss then weighs the low frequencies, where such noise is strongest, as
+        much as the rest. None where the background has no spectrum to judge (e.g. masked to
+        zero)."""
+        try:
+            tilt = self._noise_spectrum(np.arange(len(self.particles))).tilt()
+        except ValueError:
             return None
-        tilt = self._noise_spectrum(np.arange(len(self.particles))).tilt()
-        if tilt <= max_tilt:
+        if not np.isfinite(tilt) or tilt <= max_tilt:
             return None
         return (
-            f"{self.particles.source}: the noise is coloured: in the images' background the "
+            f"{self.particles.source}: the noise looks coloured: in the images' background the "
             f"lowest quarter of the frequencies has {tilt:.1f} times the power of the upper "
-            "half, and the loss assumes white noise."
+            "half (signal spread past the particle by defocus adds to it at high SNR), and the "
+            "loss assumes white noise."
         )
 
     def _noise_spectrum(self, members: np.ndarray) -> NoiseSpectrum:
-        return sampled_noise_spectrum(self.read, members, self.pixel_size_a)
+        return sampled_noise_spectrum(self.read, members, self.pixel_size_a, _SCALE_SAMPLE)
 
     def _whitenings(self) -> dict[int, Whitening]:
         return optics_group_whitenings(
-            self.read, self.particles.optics_group, self.working_box, self.pixel_size_a
+            self.read,
+            self.particles.optics_group,
+            self.working_box,
+            self.pixel_size_a,
+            _SCALE_SAMPLE,
         )
 
     def read(self, rows: np.ndarray) -> torch.Tensor:
@@ -264,70 +269,6 @@ class ParticleBatches:
         like the images)."""
         transfer = self.particles.transfer_function(rows, self.device)
         return whiten_transfer(self.whitenings, self.particles.optics_group[rows], transfer)
-
-
-def sampled_noise_spectrum(
-    read: Callable[[np.ndarray], torch.Tensor], members: np.ndarray, pixel_size_a: float
-) -> NoiseSpectrum:
-    """The noise spectrum of the images ``members`` as ``read(rows)`` gives them, from up to
-    ``_SCALE_SAMPLE`` of them spread over the list."""
-    n = len(members)
-    picks = np.unique(np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64))
-    return background_power_spectrum(read(members[picks]), pixel_size_a)
-
-
-def optics_group_whitenings(
-    read: Callable[[np.ndarray], torch.Tensor],
-    groups: np.ndarray,
-    box_size: int,
-    pixel_size_a: float,
-) -> dict[int, Whitening]:
-    """A whitening per optics group (``groups``: ``(N,)``, each particle's), from that group's
-    background in the images as ``read(rows)`` gives them (``box_size`` px of
-    ``pixel_size_a``); a group of fewer than ``_MIN_GROUP_IMAGES`` images gets the whole
-    set's (its own would be too noisy). All whiten to one noise variance, the groups' mean
-    variance weighted by their sizes, so that a noisier group weighs in less."""
-    pooled: NoiseSpectrum | None = None
-    spectra, sizes = {}, {}
-    for group in np.unique(groups):
-        members = np.nonzero(groups == group)[0]
-        if len(members) >= _MIN_GROUP_IMAGES:
-            spectrum = sampled_noise_spectrum(read, members, pixel_size_a)
-        else:
-            if pooled is None:
-                pooled = sampled_noise_spectrum(read, np.arange(len(groups)), pixel_size_a)
-            spectrum = pooled
-        spectra[int(group)], sizes[int(group)] = spectrum, len(members)
-    own = {g: Whitening(s, box_size, pixel_size_a).own_mean_power for g, s in spectra.items()}
-    reference = sum(own[g] * sizes[g] for g in own) / sum(sizes.values())
-    return {g: Whitening(s, box_size, pixel_size_a, reference) for g, s in spectra.items()}
-
-
-def whiten_images(
-    whitenings: dict[int, Whitening], groups: np.ndarray, images: torch.Tensor
-) -> torch.Tensor:
-    """``(B, L, L)`` images, each filtered by its optics group's whitening (``groups``:
-    ``(B,)``); unchanged without whitenings."""
-    if not whitenings:
-        return images
-    images = images.clone()
-    for group in np.unique(groups):
-        members = torch.from_numpy(groups == group).to(images.device)
-        images[members] = whitenings[int(group)].images(images[members])
-    return images
-
-
-def whiten_transfer(
-    whitenings: dict[int, Whitening], groups: np.ndarray, transfer: TransferFunction
-) -> TransferFunction:
-    """``transfer`` (``B`` images of the optics groups ``groups``) times each image's group's
-    whitening gain; unchanged without whitenings."""
-    if not whitenings:
-        return transfer
-    keys = sorted(whitenings)
-    which = np.searchsorted(keys, groups)
-    chosen = tuple(whitenings[k] for k in keys)
-    return Whitened(transfer, chosen, torch.from_numpy(np.asarray(which)).to(torch.int64))
 
 
 class _Reads(torch.utils.data.Dataset):

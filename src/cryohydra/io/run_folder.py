@@ -167,7 +167,8 @@ def claim(
     """Claim ``outdir``: new or empty, our own run (``resume``/``force``), never a user's.
 
     A resumed run must be of the same particles (``description["particles"]``, a
-    :meth:`~cryohydra.io.particles.ParticleSet.fingerprint`) with the same settings; the error
+    :meth:`~cryohydra.io.particles.ParticleSet.fingerprint`) with the same settings (its
+    ``config``, ``init_poses`` and ``whitening``); the error
     says what differs (``config_defaults``: the value of a setting that an earlier version did
     not record). ``force`` removes the previous run's outputs (history, checkpoints,
     maps, report) before the new run writes ``cryohydra-run.json``.
@@ -187,10 +188,9 @@ def claim(
                 + "); resume with the same input, or start a new run",
             )
         changed = _differences(previous.get("config", {}), description["config"], config_defaults)
-        if previous.get("init_poses") != description.get("init_poses"):
-            changed.append(
-                f"init_poses: {previous.get('init_poses')!r} -> {description.get('init_poses')!r}"
-            )
+        for key in ("init_poses", "whitening"):
+            if previous.get(key) != description.get(key):
+                changed.append(f"{key}: {previous.get(key)!r} -> {description.get(key)!r}")
         if changed:
             raise InputFileError(
                 outdir,

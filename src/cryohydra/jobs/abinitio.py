@@ -72,6 +72,7 @@ __all__ = ["JobOptions", "run_job"]
 # the projection at its pose) and whether the final map uses it; the simulator's junk label.
 SCORE_COLUMN, KEPT_COLUMN, JUNK_COLUMN = "cryohydraScore", "cryohydraKept", "cryohydraJunk"
 RANK_COLUMN = "cryohydraRank"  # what --keep-best ranks by (keep_ranking)
+WHITENING = "each optics group to one noise variance"
 CONTRAST_COLUMN = "cryohydraContrast"  # a simulated set's true contrast (simulate --contrast-sd)
 
 log = logging.getLogger(__name__)
@@ -349,6 +350,9 @@ def _run_job(
             else np.asarray(options.symmetry).tolist()
         ),
         "init_poses": None if options.init_poses is None else str(options.init_poses.resolve()),
+        # How --whiten weighs the optics groups (a run whitened otherwise, each group to its
+        # own variance before 2026-12-07, does not resume under it).
+        "whitening": WHITENING if config.whiten else None,
         "symmetry_name": options.symmetry
         if isinstance(options.symmetry, str)
         else (f"{len(options.symmetry)} given operators"),

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
@@ -32,6 +33,7 @@ from cryohydra.physics.fourier import fft2_centered, frequency_grid_2d, ifft2_ce
 from cryohydra.physics.imaging import TransferFunction
 
 __all__ = [
+    "MIN_GROUP_IMAGES",
     "NoiseSpectrum",
     "Whitened",
     "Whitening",
@@ -39,6 +41,10 @@ __all__ = [
     "centre_contrast",
     "coloured_noise",
     "disc_window",
+    "optics_group_whitenings",
+    "sampled_noise_spectrum",
+    "whiten_images",
+    "whiten_transfer",
 ]
 
 
@@ -86,7 +92,7 @@ class NoiseSpectrum:
         128 px)."""
         power = np.asarray(self.power[1:], dtype=np.float64)
         quarter, half = max(1, len(power) // 4), len(power) // 2
-        return float(power[:quarter].mean() / power[half:].mean())
+        return float(power[:quarter].mean() / power[half:].mean())  # powers are > 0
 
     def to_dict(self) -> dict:
         return {
@@ -201,6 +207,10 @@ class Whitening:
     pixel_size_a: float
     reference_power: float | None = None
 
+    def __post_init__(self) -> None:
+        if self.reference_power is not None and not self.reference_power > 0:
+            raise ValueError(f"a whitening's reference power must be > 0: {self.reference_power}")
+
     @cached_property
     def own_mean_power(self) -> float:
         """The spectrum's mean over the box's Fourier pixels: the noise's variance per pixel."""
@@ -253,3 +263,91 @@ class Whitened(TransferFunction):
     def subset(self, index: torch.Tensor | np.ndarray) -> Whitened:
         index = torch.as_tensor(index)
         return Whitened(self.inner.subset(index), self.whitenings, self.which[index.cpu()])
+
+
+MIN_GROUP_IMAGES = 200  # an optics group with fewer images takes the whole set's noise shape
+_CHUNK = 100  # images transformed at a time in a spectrum's estimate
+
+
+def sampled_noise_spectrum(
+    read: Callable[[np.ndarray], torch.Tensor],
+    members: np.ndarray,
+    pixel_size_a: float,
+    sample: int = 1000,
+) -> NoiseSpectrum:
+    """The noise spectrum of the images ``members`` as ``read(rows)`` gives them (``(N, L, L)``
+    of ``pixel_size_a``), from up to ``sample`` of them spread over the list, read and
+    transformed ``_CHUNK`` at a time (:func:`background_power_spectrum`; the chunks' spectra
+    averaged by their sizes, which is the spectrum of all of them at once)."""
+    n = len(members)
+    picks = members[np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))]
+    chunks = [picks[i : i + _CHUNK] for i in range(0, len(picks), _CHUNK)]
+    spectra = [background_power_spectrum(read(rows), pixel_size_a) for rows in chunks]
+    power = sum(len(rows) * s.power for rows, s in zip(chunks, spectra, strict=True))
+    return NoiseSpectrum(spectra[0].frequencies_per_a, power / len(picks))
+
+
+def optics_group_whitenings(
+    read: Callable[[np.ndarray], torch.Tensor],
+    groups: np.ndarray,
+    box_size: int,
+    pixel_size_a: float,
+    sample: int = 1000,
+) -> dict[int, Whitening]:
+    """A :class:`Whitening` per optics group (``groups``: ``(N,)``, each particle's), from that
+    group's background in the images as ``read(rows)`` gives them (``box_size`` px of
+    ``pixel_size_a``; :func:`sampled_noise_spectrum`, up to ``sample`` images a group).
+
+    All whiten to one noise variance, the groups' variances averaged by their sizes, so that a
+    noisier group weighs in less (whitening each to its own would fix each group's spectral
+    shape but not its level). A group of fewer than :data:`MIN_GROUP_IMAGES` images takes the
+    whole set's shape at its own level (its own shape would be too noisy; one number, its
+    variance, is not)."""
+    pooled: NoiseSpectrum | None = None
+    spectra, sizes = {}, {}
+    for group in np.unique(groups):
+        members = np.nonzero(groups == group)[0]
+        spectrum = sampled_noise_spectrum(read, members, pixel_size_a, sample)
+        if len(members) < MIN_GROUP_IMAGES:
+            if pooled is None:
+                pooled = sampled_noise_spectrum(read, np.arange(len(groups)), pixel_size_a, sample)
+            level = _variance(spectrum, box_size, pixel_size_a) / _variance(
+                pooled, box_size, pixel_size_a
+            )
+            spectrum = NoiseSpectrum(pooled.frequencies_per_a, pooled.power * level)
+        spectra[int(group)], sizes[int(group)] = spectrum, len(members)
+    variances = {g: _variance(s, box_size, pixel_size_a) for g, s in spectra.items()}
+    reference = sum(variances[g] * sizes[g] for g in spectra) / sum(sizes.values())
+    return {g: Whitening(s, box_size, pixel_size_a, reference) for g, s in spectra.items()}
+
+
+def _variance(spectrum: NoiseSpectrum, box_size: int, pixel_size_a: float) -> float:
+    """The variance per pixel of noise of this spectrum on a box (its mean over the box)."""
+    return float(spectrum.on_box(box_size, pixel_size_a).mean())
+
+
+def whiten_images(
+    whitenings: dict[int, Whitening], groups: np.ndarray, images: torch.Tensor
+) -> torch.Tensor:
+    """``(B, L, L)`` real images, each filtered by its optics group's whitening (``groups``:
+    ``(B,)``); unchanged without whitenings."""
+    if not whitenings:
+        return images
+    images = images.clone()
+    for group in np.unique(groups):
+        members = torch.from_numpy(groups == group).to(images.device)
+        images[members] = whitenings[int(group)].images(images[members])
+    return images
+
+
+def whiten_transfer(
+    whitenings: dict[int, Whitening], groups: np.ndarray, transfer: TransferFunction
+) -> TransferFunction:
+    """``transfer`` (of ``B`` images of the optics groups ``groups``) times each image's
+    group's whitening gain; unchanged without whitenings."""
+    if not whitenings:
+        return transfer
+    keys = sorted(whitenings)
+    which = np.searchsorted(keys, groups)
+    chosen = tuple(whitenings[k] for k in keys)
+    return Whitened(transfer, chosen, torch.from_numpy(np.asarray(which)).to(torch.int64))

@@ -39,11 +39,16 @@ import torch
 from tqdm import tqdm
 
 from cryohydra.geometry.symmetry import Symmetry, symmetry_group
-from cryohydra.io.batches import optics_group_whitenings, whiten_images, whiten_transfer
 from cryohydra.io.particles import ParticleSet, random_half_split
 from cryohydra.metrics.fsc import radial_shell_index, shell_correlation
 from cryohydra.physics.fourier import ifft3_centered, shell_mean
 from cryohydra.physics.imaging import ImagingModel, TransferFunction
+from cryohydra.physics.noise import (
+    Whitening,
+    optics_group_whitenings,
+    whiten_images,
+    whiten_transfer,
+)
 from cryohydra.physics.projector import gridding_correction
 
 __all__ = ["Accumulator", "HalfPlane", "Reconstruction", "reconstruct_known_poses", "wiener_maps"]
@@ -316,7 +321,7 @@ def reconstruct_known_poses(
     group = None if len(group) == 1 else group
     sign = -1.0 if invert_contrast else 1.0
     groups = particles.optics_group
-    whitenings = {}
+    whitenings: dict[int, Whitening] = {}
     if whiten:
         whitenings = optics_group_whitenings(
             lambda rows: torch.from_numpy(particles.load_images(rows)) * sign,
