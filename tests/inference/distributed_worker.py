@@ -23,7 +23,9 @@ from cryohydra.io.star import read_star
 from cryohydra.models.pose_table import PoseTable
 
 EPOCHS = 3
-CONFIG = ReconstructConfig(epochs=EPOCHS, switch=1, n_heads=2, batch_size=32, seed=0)
+CONFIG = ReconstructConfig(
+    epochs=EPOCHS, switch=1, n_heads=2, batch_size=32, seed=0, search_rounds=10
+)
 
 
 def perturbed_start(true_rotations: np.ndarray, degrees: float = 15.0) -> torch.Tensor:

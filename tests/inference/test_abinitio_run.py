@@ -30,7 +30,9 @@ def dataset(simulated_set):
 
 
 def _small(**overrides) -> ReconstructConfig:
-    values = dict(epochs=2, switch=1, n_heads=3, batch_size=32, seed=0)
+    # 10 search rounds (the default is up to 30): on this set the search does 16 rounds at
+    # most otherwise, which doubled these runs' time; tests of the search set their own.
+    values = dict(epochs=2, switch=1, n_heads=3, batch_size=32, seed=0, search_rounds=10)
     values.update(overrides)
     return ReconstructConfig(**values)
 
@@ -209,6 +211,8 @@ def test_cli_reconstruct_half_sets_outputs_and_refusals(dataset, tmp_path, capsy
         "2",
         "--batch-size",
         "32",
+        "--search-rounds",
+        "10",
         "--half-sets",
         "--quiet",
         "--reference-map",

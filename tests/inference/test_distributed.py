@@ -110,6 +110,8 @@ def test_torchrun_reconstruct_command(dataset, tmp_path):
         "2",
         "--batch-size",
         "32",
+        "--search-rounds",
+        "10",
         "--quiet",
         cwd=tmp_path,
     )

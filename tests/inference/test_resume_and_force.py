@@ -14,6 +14,7 @@ from cryohydra.io.history import read_history
 from cryohydra.io.run_folder import HISTORY_DIR, RUN_FILE, SWITCH_FILE
 
 SMALL = ["--epochs", "2", "--switch", "1", "--heads", "3", "--batch-size", "32", "--quiet"]
+SMALL += ["--search-rounds", "10"]  # not up to 30: these tests are not about the search
 
 
 @pytest.fixture(scope="module")

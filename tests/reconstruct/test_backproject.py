@@ -122,6 +122,7 @@ def test_command_line_writes_maps_and_fsc(tmp_path, clean):
         "batch_size": 256,
         "invert_contrast": False,
         "symmetry": "C1",
+        "whiten": False,
     }
     assert settings["half_map_resolution_a_0.143"] == summary["resolution"]["0.143"]["resolution_a"]
     assert cli(["backproject", str(star), "-o", str(out), "--quiet"]) == 2  # no overwrite

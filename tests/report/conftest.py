@@ -7,7 +7,7 @@ from cryohydra.io.star import read_star
 from cryohydra.jobs.abinitio import JobOptions, run_job
 
 N = 160
-CONFIG = ReconstructConfig(epochs=3, switch=1, n_heads=2, batch_size=32, seed=0)
+CONFIG = ReconstructConfig(epochs=3, switch=1, n_heads=2, batch_size=32, seed=0, search_rounds=10)
 
 
 @pytest.fixture(scope="session")
