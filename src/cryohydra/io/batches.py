@@ -26,11 +26,11 @@ from cryohydra.io.particles import ParticleSet
 from cryohydra.physics.fourier import fft2_centered, fourier_crop_2d
 from cryohydra.physics.imaging import ImagingModel, TransferFunction
 from cryohydra.physics.noise import (
-    NoiseSpectrum,
     Whitening,
     centre_contrast,
     optics_group_whitenings,
     sampled_noise_spectrum,
+    spread_rows,
     whiten_images,
     whiten_transfer,
 )
@@ -43,9 +43,8 @@ _SCALE_SAMPLE = 1000
 
 
 def _sample(n: int) -> np.ndarray:
-    """Up to ``_SCALE_SAMPLE`` rows spread evenly over ``n``: what the set's statistics (its
-    scale, contrast and noise spectra) are estimated from."""
-    return np.unique(np.linspace(0, n - 1, min(n, _SCALE_SAMPLE)).astype(np.int64))
+    """The rows the set's statistics (its scale, contrast and noise spectra) come from."""
+    return spread_rows(n, _SCALE_SAMPLE)
 
 
 @dataclass(frozen=True)
@@ -166,7 +165,8 @@ class ParticleBatches:
         much as the rest. None where the background has no spectrum to judge (e.g. masked to
         zero)."""
         try:
-            tilt = self._noise_spectrum(np.arange(len(self.particles))).tilt()
+            rows = np.arange(len(self.particles))
+            tilt = sampled_noise_spectrum(self.read, rows, self.pixel_size_a, _SCALE_SAMPLE).tilt()
         except ValueError:
             return None
         if not np.isfinite(tilt) or tilt <= max_tilt:
@@ -177,9 +177,6 @@ class ParticleBatches:
             "half (signal spread past the particle by defocus adds to it at high SNR), and the "
             "loss assumes white noise."
         )
-
-    def _noise_spectrum(self, members: np.ndarray) -> NoiseSpectrum:
-        return sampled_noise_spectrum(self.read, members, self.pixel_size_a, _SCALE_SAMPLE)
 
     def _whitenings(self) -> dict[int, Whitening]:
         return optics_group_whitenings(

@@ -43,6 +43,7 @@ __all__ = [
     "disc_window",
     "optics_group_whitenings",
     "sampled_noise_spectrum",
+    "spread_rows",
     "whiten_images",
     "whiten_transfer",
 ]
@@ -269,6 +270,11 @@ MIN_GROUP_IMAGES = 200  # an optics group with fewer images takes the whole set'
 _CHUNK = 100  # images transformed at a time in a spectrum's estimate
 
 
+def spread_rows(n: int, count: int) -> np.ndarray:
+    """Up to ``count`` of the rows ``0 .. n - 1``, spread evenly (sorted, unique)."""
+    return np.unique(np.linspace(0, n - 1, min(n, count)).astype(np.int64))
+
+
 def sampled_noise_spectrum(
     read: Callable[[np.ndarray], torch.Tensor],
     members: np.ndarray,
@@ -279,8 +285,7 @@ def sampled_noise_spectrum(
     of ``pixel_size_a``), from up to ``sample`` of them spread over the list, read and
     transformed ``_CHUNK`` at a time (:func:`background_power_spectrum`; the chunks' spectra
     averaged by their sizes, which is the spectrum of all of them at once)."""
-    n = len(members)
-    picks = members[np.unique(np.linspace(0, n - 1, min(n, sample)).astype(np.int64))]
+    picks = members[spread_rows(len(members), sample)]
     chunks = [picks[i : i + _CHUNK] for i in range(0, len(picks), _CHUNK)]
     spectra = [background_power_spectrum(read(rows), pixel_size_a) for rows in chunks]
     power = sum(len(rows) * s.power for rows, s in zip(chunks, spectra, strict=True))
@@ -333,6 +338,8 @@ def whiten_images(
     ``(B,)``); unchanged without whitenings."""
     if not whitenings:
         return images
+    if len(whitenings) == 1:  # one group (the usual stack): no masks, no copy
+        return next(iter(whitenings.values())).images(images)
     images = images.clone()
     for group in np.unique(groups):
         members = torch.from_numpy(groups == group).to(images.device)
