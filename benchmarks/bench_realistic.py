@@ -57,6 +57,9 @@ def main() -> None:
     parser.add_argument("--particles", type=int, default=20_000)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     parser.add_argument("--again", action="store_true", help="run even where a row exists")
+    parser.add_argument(
+        "--note", default=None, help="recorded in each row (say what was done by hand, if any)"
+    )
     args = parser.parse_args()
     code = commit()  # the code this process imported, even if a commit lands meanwhile
     for model in args.models:
@@ -122,6 +125,7 @@ def main() -> None:
                 "resumed": resumed,
                 "total_min": (time.perf_counter() - started) / 60,
                 "commit": code,
+                "note": args.note,
             }
             append_row(PATH, row)
             print(json.dumps(row), flush=True)
