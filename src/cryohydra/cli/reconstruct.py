@@ -193,6 +193,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "after its first auto-decoding epoch (costs the amortized stage N times)",
     )
     model.add_argument(
+        "--classes",
+        type=positive(int),
+        default=_DEFAULTS.classes,
+        metavar="K",
+        help="learn K maps side by side and sort the particles between them (class_1/ ... "
+        "class_K/, rlnClassNumber in the STAR; costs about K times one class)",
+    )
+    model.add_argument(
         "--seed", type=int, default=_DEFAULTS.seed, help="random seed (also of the half split)"
     )
 

@@ -120,6 +120,16 @@ class ReconstructConfig:
             images. None: no mask.
             The final map and half-maps (backprojections) are not masked; the model
             volume is.
+        classes: ``K`` maps learned side by side (multi-class ab initio, ``docs/classes.md``).
+            The encoder has ``K x M`` heads, head ``j`` proposing poses in class ``j // M``,
+            and the winner-takes-all runs over the (head, class) pairs; at the switch each
+            class's map is searched by every image and rebuilt from its members; in
+            auto-decoding every particle keeps a pose in each class, refined by the pose
+            steps, and its class is the one whose map explains its image best, reassigned at
+            each visit (hard assignment). A class left with under ``MIN_CLASS_FRACTION`` of
+            the particles is re-seeded from the worst-fitting half of the largest class.
+            Costs about ``K`` times one class. Not yet with an imposed group, amplitude
+            estimation or given initial poses.
         seed: seeds the initial volume, the encoder and the batch order.
     """
 
@@ -161,6 +171,7 @@ class ReconstructConfig:
     encoder_bf16: bool = False
     mask_diameter_a: float | None = None
     amplitude_scale: bool = False
+    classes: int = 1
     seed: int = 0
 
     def __post_init__(self) -> None:
@@ -170,6 +181,20 @@ class ReconstructConfig:
         for name in ("epochs", "batch_size", "n_heads", "pose_steps"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.classes < 1:
+            raise ValueError(f"classes must be >= 1, got {self.classes}")
+        if self.classes > 1:
+            refused = {
+                "mode": self.mode != "semi-amortized",
+                "symmetry": self.symmetry != "C1",
+                "amplitude_scale": self.amplitude_scale,
+            }
+            if any(refused.values()):
+                names = ", ".join(k for k, v in refused.items() if v)
+                raise ValueError(
+                    f"--classes {self.classes} works with the semi-amortized mode, C1 and no "
+                    f"amplitude estimation so far (got {names}; docs/classes.md)"
+                )
         if self.starts < 1:
             raise ValueError(f"starts must be >= 1, got {self.starts}")
         if self.starts > 1 and not training.switches:

@@ -107,6 +107,8 @@ class SearchResult:
         sources: fraction of images whose final pose came from each source (``grid``,
             ``candidate`` (the encoder's heads), ``previous`` (the last round's pose)).
         seconds: the time taken.
+        errors: ``(N,)`` each image's error at its pose in the last round (as
+            :func:`grid_errors`: comparable between maps for the same image).
     """
 
     rotations: torch.Tensor
@@ -116,6 +118,7 @@ class SearchResult:
     sources: dict[str, float]
     mean_error: float
     seconds: float
+    errors: torch.Tensor
 
 
 _GRID, _CANDIDATE, _PREVIOUS = 0, 1, 2
@@ -193,15 +196,20 @@ def _add_to_halves(
     rotations: torch.Tensor,
     shifts_a: torch.Tensor,
     data: ParticleBatches,
+    members: torch.Tensor | None = None,
 ) -> None:
-    """Backproject a batch into two half-sets (even and odd rows), with the CTF."""
+    """Backproject a batch into two half-sets (even and odd rows), with the CTF; only the
+    images where ``members`` ``(B,)`` is true, if given."""
     for parity, accumulator in enumerate(halves):
-        members = (batch.rows % 2 == parity).nonzero()[:, 0]
-        rows = batch.rows[members].cpu().numpy()
+        chosen = batch.rows % 2 == parity
+        if members is not None:
+            chosen = chosen & members
+        picked = chosen.nonzero()[:, 0]
+        rows = batch.rows[picked].cpu().numpy()
         accumulator.add(
-            batch.images[members],
-            rotations[members],
-            shifts_a[members],
+            batch.images[picked],
+            rotations[picked],
+            shifts_a[picked],
             data.transfer_function(rows),
             data.pixel_size_a,
         )
@@ -223,11 +231,13 @@ def known_pose_map(
     batch_size: int = 512,
     context: Context | None = None,
     symmetry: torch.Tensor | None = None,
+    members: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """The Wiener-filtered map ``(L, L, L)`` of ``data`` at its working box from the poses
     ``(N, 3, 3)``, ``(N, 2)`` Å, backprojected up to ``resolution_a`` (the reconstruction of
     one round of :func:`projection_matching`; sums added over the ranks of a torchrun run),
-    with each image at every mate of its pose under ``symmetry`` ``(G, 3, 3)`` if given."""
+    with each image at every mate of its pose under ``symmetry`` ``(G, 3, 3)`` if given;
+    from the images where ``members`` ``(N,)`` bool is true, if given (one class's)."""
     context = context or Context()
     device = shifts_a.device
     box = data.working_box
@@ -238,7 +248,8 @@ def known_pose_map(
     for start in range(0, n, batch_size):
         batch = data.load(np.arange(start, min(n, start + batch_size)), grid)
         rows = batch.rows
-        _add_to_halves(halves, batch, rotations[rows], shifts_a[rows], data)
+        chosen = None if members is None else members[rows]
+        _add_to_halves(halves, batch, rotations[rows], shifts_a[rows], data, chosen)
     _sum_over_ranks(halves, context)
     return wiener_maps(*halves)[0].to(device)
 
@@ -324,6 +335,7 @@ def projection_matching(
     batch_size: int = 512,
     context: Context | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
+    members: torch.Tensor | None = None,
 ) -> SearchResult:
     """Iterative projection matching at ``resolution_a``.
 
@@ -354,6 +366,9 @@ def projection_matching(
             measured against), or None (the first round's change is then 1).
         candidates: ``(N, C, 3, 3)`` rotations each image also tries in every round.
         max_shift_a: bound on each axis of the refined shifts (0: shifts are not refined).
+        members: ``(N,)`` bool, the images of one class (``--classes``): every image is
+            searched, but the map is rebuilt from these alone and only they count in the
+            fraction that moved (None: all).
     """
     context = context or Context()
     start_time = time.perf_counter()
@@ -374,6 +389,7 @@ def projection_matching(
     shifts = shifts_a.to(device, torch.float32).clone()
     source = torch.zeros(n, dtype=torch.int64, device=device)
     factors = torch.ones(n, dtype=torch.float64, device=device)
+    last_errors = torch.zeros(n, dtype=torch.float64, device=device)
     changed: list[float] = []
     for round_ in range(rounds):
         slices = _slices(volume, grid_rotations, grid)
@@ -422,16 +438,20 @@ def projection_matching(
                 at_pose = batch.model.unshift(batch.spectra, moved_shifts)
                 factors[rows] = amplitude_factors(own, at_pose, batch.transfer, grid)
             found[rows] = best
+            last_errors[rows] = errors.double()
             error_sum += float(errors.double().sum())
             found_shifts[rows] = moved_shifts
             source[rows] = origin
-            _add_to_halves(halves, batch, best, moved_shifts, data)
+            chosen = None if members is None else members[rows]
+            _add_to_halves(halves, batch, best, moved_shifts, data, chosen)
         _sum_over_ranks(halves, context)
         weights = torch.ones(n, dtype=torch.float64, device=device)
         if amplitudes:
             scale = torch.as_tensor(data.particles.require_ctf().scale, device=device) * factors
             weights = normalised_amplitudes(scale, int(context.sum_float(float(n))), context)
             data.set_amplitude_scale(weights.cpu().numpy())
+        if members is not None:
+            weights = weights * members.to(weights)
         if current is None:
             n_changed = float(weights.sum())
         else:
@@ -440,7 +460,8 @@ def projection_matching(
             else:  # a move to a symmetry mate is no move
                 angles = torch.rad2deg(angle_modulo(found, current, volume.operators))
             n_changed = float(weights[angles > spacing / 2].sum())
-        changed.append(context.sum_float(n_changed) / context.sum_float(float(weights.sum())))
+        counted = context.sum_float(float(weights.sum()))
+        changed.append(context.sum_float(n_changed) / counted if counted > 0 else 0.0)
         current, shifts = found, found_shifts
         volume.load_map(wiener_maps(*halves)[0].to(device))
         if changed[-1] <= converged:
@@ -459,4 +480,5 @@ def projection_matching(
         fractions,
         context.sum_float(error_sum) / total / grid.n_points,
         time.perf_counter() - start_time,
+        last_errors,
     )

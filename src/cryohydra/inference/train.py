@@ -34,6 +34,7 @@ from collections.abc import Callable
 
 import numpy as np
 import torch
+from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
@@ -67,6 +68,7 @@ __all__ = [
     "AMORTIZED",
     "AUTO_DECODING",
     "MASK_EDGE_PX",
+    "MIN_CLASS_FRACTION",
     "SCALE_LIMITS",
     "AbInitio",
     "volume_mask",
@@ -75,6 +77,9 @@ __all__ = [
 AMORTIZED, AUTO_DECODING = "amortized", "auto-decoding"
 _INIT_SAMPLE = 512
 MASK_EDGE_PX = 3.0
+# A class holding less than this fraction of the particles after an epoch is re-seeded
+# (``--classes``): from the worst-fitting half of the largest class.
+MIN_CLASS_FRACTION = 0.02
 
 
 def volume_mask(diameter_a: float, box_size: int, pixel_size_a: float) -> torch.Tensor:
@@ -150,22 +155,30 @@ class AbInitio:
         # on the map of the switch's search (:meth:`into_group_frame`); from the start in a
         # mode without a switch.
         self.group = group.to(torch.float32) if len(group) > 1 else None
-        self.volume = HartleyVolume(
-            box,
-            amplitude.cpu(),
-            generator=generator,
-            symmetry=self.group if config.amortized_only else None,
-            mask=None
+        mask = (
+            None
             if config.mask_diameter_a is None
-            else volume_mask(config.mask_diameter_a, box, self.data.pixel_size_a),
+            else volume_mask(config.mask_diameter_a, box, self.data.pixel_size_a)
+        )
+        # One map per class (``--classes``), each from the same generator in turn.
+        self.n_classes = config.classes
+        self.volumes = nn.ModuleList(
+            HartleyVolume(
+                box,
+                amplitude.cpu(),
+                generator=generator,
+                symmetry=self.group if config.amortized_only else None,
+                mask=mask,
+            )
+            for _ in range(self.n_classes)
         ).to(self.device)
-        self.volume_optimizer = torch.optim.Adam(self.volume.parameters(), lr=config.volume_lr)
+        self.volume_optimizer = torch.optim.Adam(self.volumes.parameters(), lr=config.volume_lr)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             self.encoder: PoseEncoder | None = PoseEncoder(
                 self.encoder_box,
                 self.data.pixel_size_a * box / self.encoder_box,
-                config.heads,
+                config.heads * self.n_classes,
                 backbone=config.backbone,
                 max_shift_a=config.max_shift_a,
                 bf16=config.encoder_bf16,
@@ -175,14 +188,23 @@ class AbInitio:
         )
         # Training steps go through these: DistributedDataParallel in a torchrun run (it
         # broadcasts rank 0's parameters now and all-reduces the gradients), else the modules.
-        self._train_volume = self._parallel(self.volume)
+        self._train_volumes = [self._parallel(volume) for volume in self.volumes]
         self._train_encoder = self._parallel(self.encoder)
         self.seen = torch.zeros(n, dtype=torch.bool)  # rows of the shard trained on
-        eye = torch.eye(3, device=self.device).expand(n, 3, 3)
+        # The pose table holds a pose per particle and class: row ``i K + k`` is particle
+        # ``i``'s pose in class ``k`` (``K = 1``: row ``i``).
+        k = self.n_classes
+        eye = torch.eye(3, device=self.device).expand(n * k, 3, 3)
         self.table = PoseTable.create(
-            eye, torch.zeros(n, 2, device=self.device), config.pose_lr_rad, config.pose_lr_shift_a
+            eye,
+            torch.zeros(n * k, 2, device=self.device),
+            config.pose_lr_rad,
+            config.pose_lr_shift_a,
         )
         self.winners = torch.full((n,), -1, dtype=torch.int64, device=self.device)
+        self.classes = torch.zeros(n, dtype=torch.int64, device=self.device)
+        # Each particle's loss at its last visit (under its class's map): what re-seeding ranks.
+        self.fit_losses = torch.zeros(n, device=self.device)
         self.previous: tuple[torch.Tensor, torch.Tensor] | None = None
         self.epoch = 0
         self.stage = AMORTIZED
@@ -205,6 +227,32 @@ class AbInitio:
             working = config.working_box or box
             pixel_a = float(particles.pixel_size_a[0]) * box / working
             volume_mask(config.mask_diameter_a, working, pixel_a)
+
+    @property
+    def volume(self) -> HartleyVolume:
+        """The first class's map (the only one without ``--classes``)."""
+        return self.volumes[0]
+
+    def _class_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(B, K)`` rows of the pose table holding particles ``rows``' pose in each class."""
+        k = self.n_classes
+        return rows[:, None] * k + torch.arange(k, device=rows.device)
+
+    def _own_rows(self, rows: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` rows of the pose table holding particles ``rows``' pose in their class."""
+        return rows * self.n_classes + self.classes[rows]
+
+    def own_rotations(self) -> torch.Tensor:
+        """``(n, 3, 3)`` this rank's particles' rotations in their class."""
+        return self.table.rotations.view(-1, self.n_classes, 3, 3)[
+            torch.arange(len(self.classes), device=self.device), self.classes
+        ]
+
+    def own_shifts(self) -> torch.Tensor:
+        """``(n, 2)`` Å this rank's particles' shifts in their class."""
+        return self.table.shifts_a.view(-1, self.n_classes, 2)[
+            torch.arange(len(self.classes), device=self.device), self.classes
+        ]
 
     def _parallel(self, module: torch.nn.Module) -> torch.nn.Module:
         if not self.context.active:
@@ -266,13 +314,63 @@ class AbInitio:
             hartley,
         )
 
-    def _record(self, rows: torch.Tensor, rotations, shifts, winner: torch.Tensor) -> None:
-        """Keep each image's best candidate in the pose table."""
+    def class_losses(
+        self,
+        batch: Batch,
+        rotations: torch.Tensor,
+        shifts: torch.Tensor | None,
+        hartleys: list[torch.Tensor] | None = None,
+        train: bool = False,
+    ) -> torch.Tensor:
+        """The loss ``(B, K, C)`` of ``C`` candidate poses per class, ``(B, K, C, 3, 3)`` and
+        ``(B, K, C, 2)``, each under its class's map (``train``: through the modules that
+        train, ``DistributedDataParallel`` in a torchrun run)."""
+        volumes = self._train_volumes if train else list(self.volumes)
+        return torch.stack(
+            [
+                self.candidate_losses(
+                    batch,
+                    rotations[:, k],
+                    None if shifts is None else shifts[:, k],
+                    None if hartleys is None else hartleys[k],
+                    volume,
+                )
+                for k, volume in enumerate(volumes)
+            ],
+            dim=1,
+        )
+
+    def _by_class(
+        self, rotations: torch.Tensor, shifts: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The encoder's ``K M`` candidates ``(B, K M, ...)`` as ``(B, K, M, ...)``: head
+        ``j`` proposes poses in class ``j // M``."""
+        k = self.n_classes
+        by_class = rotations.unflatten(1, (k, -1))
+        return by_class, None if shifts is None else shifts.unflatten(1, (k, -1))
+
+    def _record(
+        self,
+        rows: torch.Tensor,
+        rotations: torch.Tensor,
+        shifts: torch.Tensor | None,
+        errors: torch.Tensor,
+        winner: torch.Tensor,
+    ) -> None:
+        """Keep each image's best candidate in each class (by ``errors`` ``(B, K M)``) in the
+        pose table; its class is the winner's."""
+        k = self.n_classes
         index = torch.arange(len(rows), device=rows.device)
-        self.table.rotations[rows] = rotations[index, winner].detach().to(torch.float32)
+        per_class = errors.detach().unflatten(1, (k, -1))
+        heads = per_class.shape[-1]
+        best = per_class.argmin(dim=-1) + torch.arange(k, device=rows.device) * heads
+        best[index, winner // heads] = winner  # the winner's own class: exactly the winner
+        table_rows = self._class_rows(rows)
+        self.table.rotations[table_rows] = rotations[index[:, None], best].detach().float()
         if shifts is not None:
-            self.table.shifts_a[rows] = shifts[index, winner].detach().to(torch.float32)
+            self.table.shifts_a[table_rows] = shifts[index[:, None], best].detach().float()
         self.winners[rows] = winner
+        self.classes[rows] = winner // heads
 
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """This rank's batches of ``epoch`` (row indices), in training order."""
@@ -299,14 +397,16 @@ class AbInitio:
             batch = self.data.load(rows, grid, images)
             self.seen[rows] = True
             rotations, shifts = self.candidates(batch.images, self._train_encoder)
-            errors = self.candidate_losses(batch, rotations, shifts, volume=self._train_volume)
+            errors = self.class_losses(batch, *self._by_class(rotations, shifts), train=True)
+            errors = errors.flatten(1)  # (B, K M): the winner takes all over (class, head)
             loss, winner = winner_takes_all(errors)
             self.encoder_optimizer.zero_grad(set_to_none=True)
             self.volume_optimizer.zero_grad(set_to_none=True)
             loss.mean().backward()
             self.encoder_optimizer.step()
             self.volume_optimizer.step()
-            self._record(batch.rows, rotations, shifts, winner)
+            self._record(batch.rows, rotations, shifts, errors, winner)
+            self.fit_losses[batch.rows] = loss.detach()
             total += float(loss.detach().sum())
             count += len(rows)
             bar.update(len(rows))
@@ -319,7 +419,7 @@ class AbInitio:
         image's candidate rotations ``(n, C, 3, 3)`` (this rank's particles)."""
         assert self.encoder is not None
         self.encoder.eval()
-        hartley = self.volume.hartley()
+        hartleys = [volume.hartley() for volume in self.volumes]
         grid = self.loss_grid(epoch)
         n = len(self.data)
         kept = []
@@ -327,8 +427,11 @@ class AbInitio:
             rows = np.arange(start, min(n, start + self.config.batch_size))
             batch = self.data.load(rows, grid)
             rotations, shifts = self.candidates(batch.images)
-            _, winner = winner_takes_all(self.candidate_losses(batch, rotations, shifts, hartley))
-            self._record(batch.rows, rotations, shifts, winner)
+            errors = self.class_losses(batch, *self._by_class(rotations, shifts), hartleys)
+            errors = errors.flatten(1)
+            loss, winner = winner_takes_all(errors)
+            self._record(batch.rows, rotations, shifts, errors, winner)
+            self.fit_losses[batch.rows] = loss
             if keep_candidates:
                 kept.append(rotations.to(torch.float32))
         return torch.cat(kept) if keep_candidates else None
@@ -339,20 +442,40 @@ class AbInitio:
         the projection ``P`` at its pose (with its transfer function and shift), over the
         frequencies of ``epoch``'s loss but the mean (``k = 0``, which an uneven background
         shifts), ``Re <P, X>``, ``|P|^2`` and ``|X|^2``, each ``(B,)`` float64."""
-        hartley = self.volume.hartley()
+        hartleys = [volume.hartley() for volume in self.volumes]
         grid = self.loss_grid(max(epoch, 1))
         n = len(self.data)
         shifts_on = self.config.predict_shifts
         for start in range(0, n, self.config.batch_size):
             batch = self.data.load(np.arange(start, min(n, start + self.config.batch_size)), grid)
             rows = batch.rows
-            shifts = self.table.shifts_a[rows] if shifts_on else None
-            predicted = self.volume.slices(self.table.rotations[rows], batch.grid, hartley)
+            own = self._own_rows(rows)
+            shifts = self.table.shifts_a[own] if shifts_on else None
+            predicted = self._own_slices(self.table.rotations[own], rows, batch.grid, hartleys)
             predicted = batch.model.modulate(predicted, batch.transfer, shifts)
             ac = batch.grid.coords[:, :2].norm(dim=-1) > 0.5
             image, model = batch.spectra[:, ac].cdouble(), predicted[:, ac].cdouble()
             inner = (model.conj() * image).real.sum(dim=-1)
             yield rows, inner, model.abs().square().sum(-1), image.abs().square().sum(-1)
+
+    def _own_slices(
+        self,
+        rotations: torch.Tensor,
+        rows: torch.Tensor,
+        grid: SliceGrid,
+        hartleys: list[torch.Tensor],
+    ) -> torch.Tensor:
+        """``(B, P)`` slices of particles ``rows`` at ``rotations`` ``(B, 3, 3)``, each from its
+        class's map."""
+        if self.n_classes == 1:
+            return self.volume.slices(rotations, grid, hartleys[0])
+        classes = self.classes[rows]
+        out = torch.zeros(len(rows), grid.n_points, dtype=torch.complex64, device=self.device)
+        for k, volume in enumerate(self.volumes):
+            members = classes == k
+            if members.any():
+                out[members] = volume.slices(rotations[members], grid, hartleys[k])
+        return out
 
     @torch.no_grad()
     def particle_scores(self) -> np.ndarray:
@@ -392,17 +515,23 @@ class AbInitio:
             "change": float(self._gather((found - current).abs()).mean()),
         }
 
-    def _pose_steps(self, batch: Batch, hartley: torch.Tensor) -> None:
+    def _pose_steps(self, batch: Batch, hartleys: list[torch.Tensor]) -> None:
+        """``pose_steps`` Adam steps on the batch's poses, in every class under its map."""
         shifts_on = self.config.predict_shifts
+        k = self.n_classes
+        rows = self._class_rows(batch.rows).reshape(-1)  # (B K,)
         for _ in range(self.config.pose_steps):
-            w, d = self.table.perturbation(batch.rows)
-            rotations, shifts = self.table.poses(batch.rows, w, d)
-            errors = self.candidate_losses(
-                batch, rotations[:, None], shifts[:, None] if shifts_on else None, hartley
+            w, d = self.table.perturbation(rows)
+            rotations, shifts = self.table.poses(rows, w, d)
+            errors = self.class_losses(
+                batch,
+                rotations.view(-1, k, 1, 3, 3),
+                shifts.view(-1, k, 1, 2) if shifts_on else None,
+                hartleys,
             )
             grad_w, grad_d = torch.autograd.grad(errors.sum(), [w, d], allow_unused=True)
             grad_d = torch.zeros_like(d) if grad_d is None else grad_d
-            self.table.step(batch.rows, grad_w, grad_d)
+            self.table.step(rows, grad_w, grad_d)
 
     def auto_decoding_epoch(
         self, epoch: int, bar: tqdm, batches: list[np.ndarray] | None = None
@@ -411,20 +540,25 @@ class AbInitio:
         the mean loss."""
         total, count = 0.0, 0
         shifts_on = self.config.predict_shifts
-        hartley = self.volume.hartley().detach()
+        hartleys = [volume.hartley().detach() for volume in self.volumes]
         grid = self.loss_grid(epoch)
         batches = self.epoch_batches(epoch) if batches is None else batches
         for rows, images in self.data.stream(batches, self.workers):
             batch = self.data.load(rows, grid, images)
             self.seen[rows] = True
-            self._pose_steps(batch, hartley)
-            rotations = self.table.rotations[batch.rows][:, None]
-            shifts = self.table.shifts_a[batch.rows][:, None] if shifts_on else None
-            loss = self.candidate_losses(batch, rotations, shifts, volume=self._train_volume)[:, 0]
+            self._pose_steps(batch, hartleys)
+            table_rows = self._class_rows(batch.rows)  # (B, K)
+            rotations = self.table.rotations[table_rows][:, :, None]
+            shifts = self.table.shifts_a[table_rows][:, :, None] if shifts_on else None
+            errors = self.class_losses(batch, rotations, shifts, train=True)[..., 0]  # (B, K)
+            if self.n_classes > 1:  # each particle to the class whose map explains it best
+                self.classes[batch.rows] = errors.detach().argmin(dim=1)
+            loss = errors.gather(1, self.classes[batch.rows][:, None])[:, 0]
             self.volume_optimizer.zero_grad(set_to_none=True)
             loss.mean().backward()
             self.volume_optimizer.step()
-            hartley = self.volume.hartley().detach()
+            hartleys = [volume.hartley().detach() for volume in self.volumes]
+            self.fit_losses[batch.rows] = loss.detach()
             total += float(loss.detach().sum())
             count += len(rows)
             bar.update(len(rows))
@@ -433,12 +567,24 @@ class AbInitio:
     @torch.no_grad()
     def symmetry_check(self, epoch: int) -> dict:
         """Move particles to their pose under the map's strongest self-superposition where
-        that explains their image better (see ``ReconstructConfig.symmetry_check``)."""
+        that explains their image better (see ``ReconstructConfig.symmetry_check``); with
+        several classes, in each class's map for its members (``"classes"`` lists them)."""
+        if self.n_classes == 1:
+            return self._symmetry_check(epoch, 0)
+        checked = [self._symmetry_check(epoch, k) for k in range(self.n_classes)]
+        return {
+            "moved_to_mate": sum(c["moved_to_mate"] for c in checked),
+            "classes": checked,
+        }
+
+    @torch.no_grad()
+    def _symmetry_check(self, epoch: int, klass: int) -> dict:
+        volume = self.volumes[klass]
         found = None
         if self.context.is_main:  # one rank aligns; every rank gets its result
             try:
                 found = self_alignment(
-                    self.volume.to_map().cpu(),
+                    volume.to_map().cpu(),
                     self.data.pixel_size_a,
                     lowpass_a=self.loss_resolution_a(1),  # pseudo-symmetry is low-resolution
                 )
@@ -451,28 +597,101 @@ class AbInitio:
         out = {"self_alignment": {"correlation": found.correlation, "angle_deg": angle}}
         if found.correlation < self.config.symmetry_check_min_correlation:
             return out
-        rotations, shifts = self.local_poses()
-        mates = poses_into_reference_frame(rotations, shifts, found)
+        in_class = self.table.rotations.view(-1, self.n_classes, 3, 3)[:, klass]
+        shifts_in_class = self.table.shifts_a.view(-1, self.n_classes, 2)[:, klass]
+        mates = poses_into_reference_frame(
+            in_class.cpu().double().numpy(), shifts_in_class.cpu().double().numpy(), found
+        )
         mate_rotations = torch.from_numpy(mates[0]).to(self.device, torch.float32)
         mate_shifts = torch.from_numpy(mates[1]).to(self.device, torch.float32)
         shifts_on = self.config.predict_shifts
-        hartley = self.volume.hartley()
+        hartley = volume.hartley()
         grid = self.loss_grid(epoch)
         moved = 0
         n = len(self.data)
         for start in range(0, n, self.config.batch_size):
             batch = self.data.load(np.arange(start, min(n, start + self.config.batch_size)), grid)
             rows = batch.rows
-            candidates = torch.stack([self.table.rotations[rows], mate_rotations[rows]], dim=1)
-            shifts_ = torch.stack([self.table.shifts_a[rows], mate_shifts[rows]], dim=1)
+            candidates = torch.stack([in_class[rows], mate_rotations[rows]], dim=1)
+            shifts_ = torch.stack([shifts_in_class[rows], mate_shifts[rows]], dim=1)
             errors = self.candidate_losses(
-                batch, candidates, shifts_ if shifts_on else None, hartley
+                batch, candidates, shifts_ if shifts_on else None, hartley, volume
             )
-            better = rows[errors[:, 1] < errors[:, 0]]
-            self.table.replace(better, mate_rotations[better], mate_shifts[better])
+            better = rows[(errors[:, 1] < errors[:, 0]) & (self.classes[rows] == klass)]
+            table_rows = better * self.n_classes + klass
+            self.table.replace(table_rows, mate_rotations[better], mate_shifts[better])
             moved += len(better)
         out["moved_to_mate"] = self.context.sum_float(moved) / self.n_total
         return out
+
+    # ------------------------------------------------------------------------------------
+    # Classes
+    # ------------------------------------------------------------------------------------
+
+    def class_sizes(self) -> list[int]:
+        """Particles in each class (all ranks)."""
+        counts = torch.bincount(self.classes, minlength=self.n_classes)
+        return [int(c) for c in self.context.sum(counts)]
+
+    def largest_class(self) -> int:
+        """The class (0-based) holding the most particles (all ranks must call this)."""
+        return int(np.argmax(self.class_sizes()))
+
+    def class_assignments(self) -> np.ndarray:
+        """Every particle's class ``(N,)``, 0-based (gathered like :meth:`poses`)."""
+        return self._gather(self.classes).cpu().numpy()
+
+    @torch.no_grad()
+    def reseed_classes(self, epoch: int) -> list[dict]:
+        """Re-seed each class holding under ``MIN_CLASS_FRACTION`` of the particles: the
+        worst-fitting half of the largest class (by their last loss) moves to it with their
+        poses there, its map becomes their reconstruction at the loss's resolution (a map
+        apart from the largest class's, so the two split its particles instead of tying),
+        its optimiser state starts afresh and, in the amortized stage, its heads become
+        copies of the largest class's. Returns what moved."""
+        k = self.n_classes
+        events: list[dict] = []
+        for _ in range(k - 1):
+            sizes = self.class_sizes()
+            small, large = int(np.argmin(sizes)), int(np.argmax(sizes))
+            if sizes[small] >= MIN_CLASS_FRACTION * self.n_total or small == large:
+                break
+            losses = self._gather(self.fit_losses)
+            in_large = self._gather(self.classes) == large
+            worse = in_large & (losses >= losses[in_large].median())
+            moving = worse
+            if self.context.active:
+                moving = worse[torch.from_numpy(self.shard).to(worse.device)]
+            rows = moving.nonzero()[:, 0]
+            source, target = rows * k + large, rows * k + small
+            self.table.replace(target, self.table.rotations[source], self.table.shifts_a[source])
+            self.classes[rows] = small
+            volume = known_pose_map(
+                self.data,
+                self.table.rotations.view(-1, k, 3, 3)[:, small],
+                self.table.shifts_a.view(-1, k, 2)[:, small],
+                self.loss_resolution_a(epoch),
+                context=self.context,
+                members=moving,
+            )
+            self.volumes[small].load_map(volume)
+            for parameter in self.volumes[small].parameters():
+                self.volume_optimizer.state.pop(parameter, None)
+            if self.encoder is not None:
+                heads = self.config.heads
+                self.encoder.heads.copy_heads(
+                    slice(large * heads, (large + 1) * heads),
+                    slice(small * heads, (small + 1) * heads),
+                )
+            events.append(
+                {
+                    "class": small + 1,
+                    "from": large + 1,
+                    "particles": int(worse.sum()),
+                    "epoch": epoch,
+                }
+            )
+        return events
 
     # ------------------------------------------------------------------------------------
     # The switch
@@ -485,14 +704,16 @@ class AbInitio:
             return None, None
         winners, rotations = self.previous
         changed = self.context.sum_float(float((self.winners != winners).sum()))
-        angles = geodesic_distance(self.table.rotations, rotations)
+        angles = geodesic_distance(self.own_rotations(), rotations)
         angles = self.context.gather_rows(angles, self.n_total)
         return changed / self.n_total, float(torch.rad2deg(angles.median()))
 
     def _moved_since(self, before: torch.Tensor) -> tuple[float, float]:
-        """Median change (degrees) of the particles' rotations since ``before``, and the
-        fraction that moved by more than 5 degrees (an auto-decoding epoch's movement)."""
-        angles = torch.rad2deg(geodesic_distance(self.table.rotations, before))
+        """Median change (degrees) of the particles' rotations in their class since
+        ``before`` (the pose table's rotations then), and the fraction that moved by more
+        than 5 degrees (an auto-decoding epoch's movement)."""
+        own = self._own_rows(torch.arange(len(self.classes), device=self.device))
+        angles = torch.rad2deg(geodesic_distance(self.table.rotations[own], before[own]))
         angles = self.context.gather_rows(angles, self.n_total)
         return float(angles.median()), float((angles > 5.0).double().mean())
 
@@ -523,7 +744,11 @@ class AbInitio:
     def switch(self, epoch: int, bar: tqdm | None = None) -> dict | None:
         """Initialise the pose table from the best heads, refine it by global search
         (``search_rounds``), and drop the encoder. Returns the search's record, if any.
-        ``bar``: the run's progress bar, which shows the search's round and images."""
+        ``bar``: the run's progress bar, which shows the search's round and images.
+
+        With several classes each class's map is searched by every image (a pose in each
+        class) and rebuilt from its members (the encoder's classes); each particle then
+        joins the class whose map explained it best in the last round."""
         config = self.config
         use = config.search_rounds > 0 and config.search_candidates
         candidates = self.encoder_pass(epoch, keep_candidates=use)
@@ -533,57 +758,23 @@ class AbInitio:
             "config": config.to_dict(),
             "volume": {k: v.detach().clone() for k, v in self.volume.state_dict().items()},
             "encoder": {k: v.detach().clone() for k, v in self.encoder.state_dict().items()},
-            "rotations": self._gather(self.table.rotations).detach().clone(),
-            "shifts_a": self._gather(self.table.shifts_a).detach().clone(),
+            "rotations": self._gather(self.own_rotations()).detach().clone(),
+            "shifts_a": self._gather(self.own_shifts()).detach().clone(),
             "winners": self._gather(self.winners).detach().clone(),
         }
+        if self.n_classes > 1:
+            self.switch_snapshot["class_volumes"] = [
+                {k: v.detach().clone() for k, v in volume.state_dict().items()}
+                for volume in self.volumes[1:]
+            ]
+            self.switch_snapshot["classes"] = self._gather(self.classes).detach().clone()
         rotations, shifts, searched = self.table.rotations, self.table.shifts_a, None
-        if config.search_rounds > 0:
-            searched = {}
-            resolution_a = self.loss_resolution_a(epoch)
-            coarse_a = config.search_coarse_resolution_a
-            stages = [resolution_a] if coarse_a is None else [max(coarse_a, resolution_a)]
-            if stages[0] != resolution_a:  # coarse first, then at the loss's resolution
-                stages.append(resolution_a)
-            for stage_resolution_a in stages:
-
-                def show(round_: int, done: int, n: int, at: float = stage_resolution_a) -> None:
-                    if bar is not None:
-                        bar.set_description(
-                            f"epoch {epoch}/{config.epochs} pose search at {at:.0f} Å, round "
-                            f"{round_ + 1}/{config.search_rounds}"
-                        )
-                        bar.set_postfix_str(f"{done}/{n} img", refresh=True)
-
-                found = projection_matching(
-                    self.volume,
-                    self.data,
-                    shifts,
-                    stage_resolution_a,
-                    config.search_nside,
-                    config.search_rounds,
-                    config.search_converged,
-                    rotations=rotations,
-                    candidates=candidates,
-                    refine=config.search_refine,
-                    max_shift_a=self.encoder.max_shift_a if config.predict_shifts else 0.0,
-                    amplitudes=config.amplitude_scale,
-                    context=self.context,
-                    on_batch=show,
-                )
-                rotations, shifts = found.rotations, found.shifts_a
-                if searched:  # the coarse stage, kept apart
-                    searched = {"coarse": searched}
-                searched.update(
-                    {
-                        "resolution_a": stage_resolution_a,
-                        "changed": found.changed,
-                        "settled": found.settled,
-                        "sources": found.sources,
-                        "mean_error": found.mean_error,
-                        "seconds": found.seconds,
-                    }
-                )
+        if config.search_rounds > 0 and self.n_classes == 1:
+            rotations, shifts, searched, _ = self._search(
+                epoch, bar, self.volume, rotations, shifts, candidates
+            )
+        elif config.search_rounds > 0:
+            rotations, shifts, searched = self._search_classes(epoch, bar, candidates)
         if self.group is not None:  # the C1 search's map shows the axes best
             framed, rotations, shifts = self.into_group_frame(epoch, rotations, shifts)
             searched = {**(searched or {}), "group_frame": framed}
@@ -591,6 +782,108 @@ class AbInitio:
         if config.amplitude_scale:
             searched = {**(searched or {}), "amplitude_scale": self.update_amplitude_scales(epoch)}
         return searched
+
+    def _search_classes(
+        self, epoch: int, bar: tqdm | None, candidates: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """The switch's search in each class's map (see :meth:`switch`): the pose table's
+        rows ``(n K, 3, 3)``, ``(n K, 2)`` and the record (each class's, and the worst)."""
+        k = self.n_classes
+        rotations = self.table.rotations.view(-1, k, 3, 3).clone()
+        shifts = self.table.shifts_a.view(-1, k, 2).clone()
+        errors = torch.empty(len(self.classes), k, dtype=torch.float64, device=self.device)
+        records = []
+        for klass in range(k):
+            own = None if candidates is None else candidates.unflatten(1, (k, -1))[:, klass]
+            found = self._search(
+                epoch,
+                bar,
+                self.volumes[klass],
+                rotations[:, klass],
+                shifts[:, klass],
+                own,
+                members=self.classes == klass,
+                label=f"class {klass + 1}/{k} ",
+            )
+            rotations[:, klass], shifts[:, klass], record, errors[:, klass] = found
+            records.append(record)
+        self.classes = errors.argmin(dim=1)
+        worst = max(records, key=lambda r: r["changed"][-1] if r["changed"] else 0.0)
+        searched = {
+            "resolution_a": records[0]["resolution_a"],
+            "changed": worst["changed"],
+            "settled": all(r["settled"] for r in records),
+            "seconds": sum(r["seconds"] for r in records),
+            "class_sizes": self.class_sizes(),
+            "classes": records,
+        }
+        return rotations.reshape(-1, 3, 3), shifts.reshape(-1, 2), searched
+
+    def _search(
+        self,
+        epoch: int,
+        bar: tqdm | None,
+        volume: HartleyVolume,
+        rotations: torch.Tensor,
+        shifts: torch.Tensor,
+        candidates: torch.Tensor | None,
+        members: torch.Tensor | None = None,
+        label: str = "",
+    ) -> tuple[torch.Tensor, torch.Tensor, dict, torch.Tensor]:
+        """Global search (:func:`projection_matching`) in ``volume``, which it rebuilds (from
+        ``members``, if given): coarse first if ``search_coarse_resolution_a`` asks, then at
+        the loss's resolution. Returns the rotations, shifts, the record and each image's
+        error in the last round."""
+        config = self.config
+        assert self.encoder is not None
+        searched: dict = {}
+        resolution_a = self.loss_resolution_a(epoch)
+        coarse_a = config.search_coarse_resolution_a
+        stages = [resolution_a] if coarse_a is None else [max(coarse_a, resolution_a)]
+        if stages[0] != resolution_a:  # coarse first, then at the loss's resolution
+            stages.append(resolution_a)
+        errors = torch.zeros(len(shifts), dtype=torch.float64, device=self.device)
+        for stage_resolution_a in stages:
+
+            def show(round_: int, done: int, n: int, at: float = stage_resolution_a) -> None:
+                if bar is not None:
+                    bar.set_description(
+                        f"epoch {epoch}/{config.epochs} {label}pose search at {at:.0f} Å, "
+                        f"round {round_ + 1}/{config.search_rounds}"
+                    )
+                    bar.set_postfix_str(f"{done}/{n} img", refresh=True)
+
+            found = projection_matching(
+                volume,
+                self.data,
+                shifts,
+                stage_resolution_a,
+                config.search_nside,
+                config.search_rounds,
+                config.search_converged,
+                rotations=rotations,
+                candidates=candidates,
+                refine=config.search_refine,
+                max_shift_a=self.encoder.max_shift_a if config.predict_shifts else 0.0,
+                amplitudes=config.amplitude_scale,
+                context=self.context,
+                on_batch=show,
+                members=members,
+            )
+            rotations, shifts, errors = found.rotations, found.shifts_a, found.errors
+            if searched:  # the coarse stage, kept apart
+                searched = {"coarse": searched}
+            searched.update(
+                {
+                    "resolution_a": stage_resolution_a,
+                    "changed": found.changed,
+                    "settled": found.settled,
+                    "sources": found.sources,
+                    "mean_error": found.mean_error,
+                    "seconds": found.seconds,
+                }
+            )
+        return rotations, shifts, searched, errors
 
     @torch.no_grad()
     def into_group_frame(
@@ -636,7 +929,8 @@ class AbInitio:
         )
 
     def enter_auto_decoding(self, rotations: torch.Tensor, shifts_a, epoch: int) -> None:
-        """The pose table from these poses; the encoder dropped; a fresh volume optimiser (the
+        """The pose table from these poses (``(n K, 3, 3)``, ``(n K, 2)`` Å: row ``i K + k``
+        is particle ``i`` in class ``k``); the encoder dropped; a fresh volume optimiser (the
         volume was replaced, so the old moments are stale) at the after-switch rate."""
         config = self.config
         self.table = PoseTable.create(
@@ -646,11 +940,12 @@ class AbInitio:
         self.encoder_optimizer = None
         self._train_encoder = None
         self.volume_optimizer = torch.optim.Adam(
-            self.volume.parameters(), lr=config.volume_lr_after_switch
+            self.volumes.parameters(), lr=config.volume_lr_after_switch
         )
         self.stage = AUTO_DECODING
         self.switch_epoch = epoch
-        self.volume.impose(self.group)
+        for volume in self.volumes:
+            volume.impose(self.group)
 
     def start_from_poses(self, rotations: np.ndarray, shifts_a: np.ndarray | None) -> None:
         """Skip the amortized stage (``--init-poses``): auto-decoding starts from the given
@@ -661,6 +956,8 @@ class AbInitio:
             raise RuntimeError("poses can only be given before the first epoch")
         if self.config.amortized_only:
             raise ValueError(f"--init-poses needs the semi-amortized mode, not {self.config.mode}")
+        if self.n_classes > 1:
+            raise ValueError("--init-poses gives one pose per particle: not with --classes")
         if shifts_a is None or not self.config.predict_shifts:
             shifts_a = np.zeros((len(rotations), 2))
         if self.context.active:
@@ -693,12 +990,13 @@ class AbInitio:
         if stage == AMORTIZED:
             loss = self.amortized_epoch(epoch, bar)
             head_change, pose_change = self._changes()
-            self.previous = (self.winners.clone(), self.table.rotations.clone())
+            self.previous = (self.winners.clone(), self.own_rotations().clone())
         else:
             before = self.table.rotations.clone()
             loss = self.auto_decoding_epoch(epoch, bar)
             head_change = None
             pose_change, moved_far = self._moved_since(before)
+        reseeded = self.reseed_classes(epoch)
         switched = self._wants_switch(epoch, head_change, pose_change)
         searched = self.switch(epoch, bar) if switched else None
         bar.set_postfix_str("", refresh=False)
@@ -733,8 +1031,11 @@ class AbInitio:
             record["amplitude_scale"] = scaled
         if stage == AMORTIZED:
             assigned = self.winners[self.winners >= 0]
-            usage = torch.bincount(assigned, minlength=self.config.n_candidates)
+            usage = torch.bincount(assigned, minlength=self.config.n_candidates * self.n_classes)
             record["head_usage"] = self.context.sum(usage).tolist()
+        if self.n_classes > 1:
+            record["class_sizes"] = self.class_sizes()
+            record["reseeded"] = reseeded
         if self.evaluate is not None:  # against the truth; timed apart from the epoch
             began = time.perf_counter()
             record.update(self.evaluate(self))
@@ -779,18 +1080,19 @@ class AbInitio:
         return self.context.gather_rows(local, self.n_total)
 
     def local_poses(self) -> tuple[np.ndarray, np.ndarray]:
-        """Rotations ``(n, 3, 3)`` and shifts ``(n, 2)`` Å of this rank's particles."""
+        """Rotations ``(n, 3, 3)`` and shifts ``(n, 2)`` Å of this rank's particles (in
+        their class)."""
         return (
-            self.table.rotations.detach().cpu().double().numpy(),
-            self.table.shifts_a.detach().cpu().double().numpy(),
+            self.own_rotations().detach().cpu().double().numpy(),
+            self.own_shifts().detach().cpu().double().numpy(),
         )
 
     def poses(self) -> tuple[np.ndarray, np.ndarray]:
-        """Current rotations ``(N, 3, 3)`` and shifts ``(N, 2)`` Å of all particles, float64
-        (in a torchrun run every rank must call this: it gathers the shards)."""
+        """Current rotations ``(N, 3, 3)`` and shifts ``(N, 2)`` Å of all particles in their
+        class, float64 (in a torchrun run every rank must call this: it gathers the shards)."""
         return (
-            self._gather(self.table.rotations).detach().cpu().double().numpy(),
-            self._gather(self.table.shifts_a).detach().cpu().double().numpy(),
+            self._gather(self.own_rotations()).detach().cpu().double().numpy(),
+            self._gather(self.own_shifts()).detach().cpu().double().numpy(),
         )
 
     def winners_all(self) -> torch.Tensor:
@@ -811,9 +1113,12 @@ class AbInitio:
     def state_dict(self) -> dict:
         """Everything to continue, the pose table of all particles in particle order (so a run
         resumes with any number of ranks; every rank must call this)."""
-        table = {
-            k: self._gather(v) if isinstance(v, torch.Tensor) else v
-            for k, v in self.table.state_dict().items()
+        k = self.n_classes
+        table = {  # rows i K + k gathered particle by particle
+            name: self._gather(v.unflatten(0, (-1, k))).flatten(0, 1)
+            if isinstance(v, torch.Tensor)
+            else v
+            for name, v in self.table.state_dict().items()
         }
         previous = None
         if self.previous is not None:
@@ -825,6 +1130,8 @@ class AbInitio:
             "stage": self.stage,
             "switch_epoch": self.switch_epoch,
             "volume": self.volume.state_dict(),
+            "class_volumes": [volume.state_dict() for volume in self.volumes[1:]],
+            "classes": self._gather(self.classes),
             "volume_optimizer": self.volume_optimizer.state_dict(),
             "encoder": None if self.encoder is None else self.encoder.state_dict(),
             "encoder_optimizer": (
@@ -850,9 +1157,13 @@ class AbInitio:
         self.epoch = state["epoch"]
         self.stage = state["stage"]
         self.switch_epoch = state["switch_epoch"]
-        self.volume.load_state_dict(state["volume"])
+        saved = [state["volume"], *state.get("class_volumes", [])]
+        if len(saved) != self.n_classes:
+            raise ValueError(f"the checkpoint has {len(saved)} classes, the run {self.n_classes}")
         imposed = self.stage == AUTO_DECODING or self.config.amortized_only
-        self.volume.impose(self.group if imposed else None)
+        for volume, volume_state in zip(self.volumes, saved, strict=True):
+            volume.load_state_dict(volume_state)
+            volume.impose(self.group if imposed else None)
         self.volume_optimizer.load_state_dict(state["volume_optimizer"])
         if state["encoder"] is None:
             self.encoder = None
@@ -863,11 +1174,15 @@ class AbInitio:
             self.encoder_optimizer.load_state_dict(state["encoder_optimizer"])
         if self.encoder is None:
             self._train_encoder = None
+        k = self.n_classes
         table = {
-            k: mine(v) if isinstance(v, torch.Tensor) else v for k, v in state["table"].items()
+            name: mine(v.unflatten(0, (-1, k))).flatten(0, 1) if isinstance(v, torch.Tensor) else v
+            for name, v in state["table"].items()
         }
         self.table = PoseTable.from_state_dict(table, self.device)
         self.winners = mine(state["winners"]).to(self.device)
+        if "classes" in state:
+            self.classes = mine(state["classes"]).to(self.device)
         previous = state["previous"]
         self.previous = (
             None if previous is None else tuple(mine(p).to(self.device) for p in previous)

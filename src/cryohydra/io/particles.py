@@ -19,7 +19,7 @@ from cryohydra.io.errors import InputFileError
 from cryohydra.io.mrc import open_stack
 from cryohydra.physics.imaging import CTF, Identity, TransferFunction
 
-__all__ = ["CTFParams", "ParticleSet", "random_half_split"]
+__all__ = ["CTFParams", "ParticleSet", "concatenate", "random_half_split"]
 
 
 @dataclass(frozen=True)
@@ -311,6 +311,56 @@ class ParticleSet:
         for stack in self._stacks.values():
             stack.close()
         self._stacks.clear()
+
+
+def concatenate(sets: list[ParticleSet], source: str | Path) -> ParticleSet:
+    """One set holding ``sets`` one after the other (a mixture, or stacks joined), read as if
+    from ``source``. They must agree on the box and on having CTFs and poses; a column that
+    not every set has is dropped; the optics groups are kept as numbered."""
+    first = sets[0]
+    for other in sets[1:]:
+        if other.box_size != first.box_size:
+            raise InputFileError(
+                other.source, f"has {other.box_size} px images, {first.source} {first.box_size}"
+            )
+        for name, what in (("ctf", "CTF parameters"), ("rotations", "poses")):
+            if (getattr(other, name) is None) != (getattr(first, name) is None):
+                raise InputFileError(other.source, f"and {first.source}: only one has {what}")
+
+    def joined(name: str):
+        values = [getattr(s, name) for s in sets]
+        return None if values[0] is None else np.concatenate(values)
+
+    def common(name: str) -> dict[str, np.ndarray]:
+        keys = set.intersection(*(set(getattr(s, name)) for s in sets))
+        return {k: np.concatenate([getattr(s, name)[k] for s in sets]) for k in sorted(keys)}
+
+    ctf = None
+    if first.ctf is not None:
+        ctf = CTFParams(
+            **{
+                f.name: np.concatenate([getattr(s.ctf, f.name) for s in sets])  # type: ignore[union-attr]
+                for f in fields(CTFParams)
+            }
+        )
+    names = [s.image_names for s in sets]
+    return ParticleSet(
+        source=Path(source),
+        image_paths=np.concatenate([s.image_paths for s in sets]),
+        image_indices=np.concatenate([s.image_indices for s in sets]),
+        pixel_size_a=np.concatenate([s.pixel_size_a for s in sets]),
+        box_size=first.box_size,
+        ctf=ctf,
+        rotations=joined("rotations"),
+        shifts_a=None
+        if first.rotations is None
+        else np.concatenate([s.require_poses()[1] for s in sets]),
+        optics_group=joined("optics_group"),
+        search_dirs=tuple(dict.fromkeys(d for s in sets for d in s.search_dirs)),
+        image_names=None if any(n is None for n in names) else np.concatenate(names),
+        extra_columns=common("extra_columns"),
+        extra_optics_columns=common("extra_optics_columns"),
+    )
 
 
 def random_half_split(n_particles: int, seed: int) -> tuple[np.ndarray, np.ndarray]:

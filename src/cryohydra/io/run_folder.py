@@ -20,6 +20,8 @@ Layout of ``OUTDIR`` (one run; with half-sets the training files are in ``half_a
     summary.json         resolution, timings, pose error (when true poses are known), and
                          the warnings of a run that did not converge
                          (:mod:`cryohydra.inference.diagnostics`)
+    class_1/, class_2/, ...  with ``--classes K``: each class's map.mrc, half-maps, FSC and
+                         model_volume.mrc; the top-level maps are then the largest class's
 
 The job (:mod:`cryohydra.jobs.abinitio`) writes the folder; the report, the analyses and the
 benchmarks read it through this module. Nothing here does physics or training.
@@ -43,6 +45,7 @@ from cryohydra.io.read import read_particles
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "class_dir_name",
     "DISTRIBUTED_FILE",
     "FSC_CSV_FILE",
     "FSC_FILE",
@@ -87,6 +90,11 @@ POSE_ERROR_PLOT_FILE = "pose_error.png"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 HALF_RUNS = ("half_a", "half_b")
+
+
+def class_dir_name(klass: int) -> str:
+    """The folder of class ``klass`` (1-based, as RELION's ``rlnClassNumber``)."""
+    return f"class_{klass}"
 
 
 def read_log(path: str | Path) -> list[dict]:
@@ -155,6 +163,9 @@ def _clear_run(outdir: Path) -> None:
             path.unlink()
     for figure in outdir.glob("report_*.png"):
         figure.unlink()
+    for folder in outdir.glob("class_*"):
+        if folder.is_dir() and not folder.is_symlink() and folder.name[6:].isdigit():
+            shutil.rmtree(folder)
 
 
 def claim(

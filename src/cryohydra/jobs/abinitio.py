@@ -53,6 +53,7 @@ from cryohydra.io.run_folder import (
     SWITCH_FILE,
     atomic_save,
     claim,
+    class_dir_name,
     read_log,
 )
 from cryohydra.io.star import write_star
@@ -72,6 +73,7 @@ __all__ = ["JobOptions", "run_job"]
 # the projection at its pose) and whether the final map uses it; the simulator's junk label.
 SCORE_COLUMN, KEPT_COLUMN, JUNK_COLUMN = "cryohydraScore", "cryohydraKept", "cryohydraJunk"
 RANK_COLUMN = "cryohydraRank"  # what --keep-best ranks by (keep_ranking)
+CLASS_COLUMN = "rlnClassNumber"  # --classes: each particle's class, 1-based
 WHITENING = "each optics group to one noise variance"
 CONTRAST_COLUMN = "cryohydraContrast"  # a simulated set's true contrast (simulate --contrast-sd)
 
@@ -103,10 +105,16 @@ def _evaluator(particles: ParticleSet, reference: ReferenceMap | None, symmetry:
         return None
 
     def evaluate(run: AbInitio) -> dict:
+        """With several classes: the largest class's particles and map."""
         out: dict = {}
+        largest = run.largest_class()
         if particles.has_poses:
             rotations, shifts = run.poses()
             true_rot, true_shift = particles.require_poses()
+            if run.n_classes > 1:
+                chosen = run.class_assignments() == largest
+                rotations, shifts = rotations[chosen], shifts[chosen]
+                true_rot, true_shift = true_rot[chosen], true_shift[chosen]
             # An ab-initio map's origin is free, like its orientation: shift errors are taken
             # after fitting the map's global translation.
             errors = pose_errors(
@@ -121,7 +129,8 @@ def _evaluator(particles: ParticleSet, reference: ReferenceMap | None, symmetry:
                 "mirrored": errors.mirrored,
             }
         if reference is not None:
-            result = reference.fsc_of(run.volume.to_map().cpu(), run.data.pixel_size_a)
+            volume = run.volumes[largest].to_map().cpu()
+            result = reference.fsc_of(volume, run.data.pixel_size_a)
             out["model_fsc_vs_reference_a_0.5"] = result["fsc_vs_reference_a_0.5"]
         return out
 
@@ -228,13 +237,20 @@ def _train(
     if trial:
         return run
     seen = run.seen_rows()
+    largest = run.largest_class()
     if main:
-        write_map(
-            run_dir / MODEL_VOLUME_FILE,
-            run.volume.to_map().cpu().numpy(),
-            run.data.pixel_size_a,
-            force=True,
-        )
+        for klass, volume in enumerate(run.volumes):
+            folders = [run_dir / class_dir_name(klass + 1)] if run.n_classes > 1 else []
+            if klass == largest:
+                folders.append(run_dir)
+            for folder in folders:
+                folder.mkdir(exist_ok=True)
+                write_map(
+                    folder / MODEL_VOLUME_FILE,
+                    volume.to_map().cpu().numpy(),
+                    run.data.pixel_size_a,
+                    force=True,
+                )
         if context.active:
             (run_dir / DISTRIBUTED_FILE).write_text(
                 json.dumps({"world_size": context.world_size, "rows_per_rank": seen}) + "\n"
@@ -363,6 +379,11 @@ def _run_job(
             scan_started = time.perf_counter()
             particles.scan_images()  # a NaN, infinite or constant image: refused before any work
             AbInitio.check(particles, config)  # settings these particles cannot have
+            if config.classes > 1 and (options.half_sets or options.init_poses is not None):
+                raise ValueError(
+                    f"--classes {config.classes} does not work with --half-sets or --init-poses "
+                    "yet (docs/classes.md)"
+                )
             log.info(
                 "read the %d images: none holds NaN or infinity or is constant (%.1f s)",
                 len(particles),
@@ -426,6 +447,7 @@ def _run_job(
         rotations[halves[1]], shifts[halves[1]] = poses_into_reference_frame(*poses[1], alignment)
         training = [_run_summary(r) for r in runs]
         half_split: tuple[np.ndarray, np.ndarray] | None = halves
+        classes = np.zeros(len(particles), dtype=np.int64)
     else:
         run = _train_best_start(
             particles, config, outdir, options, reference, context, device, init
@@ -433,6 +455,7 @@ def _run_job(
         rotations, shifts = run.poses()
         scores = run.particle_scores()
         amplitudes = run.amplitude_scales()
+        classes = run.class_assignments()
         if not context.is_main:
             return {"rank": context.rank}
         training = [_run_summary(run)]
@@ -462,19 +485,39 @@ def _run_job(
             SCORE_COLUMN: scores,
             RANK_COLUMN: ranking,
             KEPT_COLUMN: np.isin(np.arange(len(scores)), kept).astype(np.int64),
+            **({CLASS_COLUMN: classes + 1} if config.classes > 1 else {}),
         },
     )
     write_star(outdir / PARTICLES_FILE, estimated, force=True)
-    result = reconstruct_known_poses(
-        estimated.subset(kept),
-        seed=config.seed,
-        invert_contrast=config.invert_contrast,
-        device=device,
-        progress=options.progress,
-        halves=None if half_split is None else _positions_in(kept, half_split),
-        symmetry=config.symmetry,
-        whiten=config.whiten,
-    )
+
+    def reconstruct(rows: np.ndarray):
+        return reconstruct_known_poses(
+            estimated.subset(rows),
+            seed=config.seed,
+            invert_contrast=config.invert_contrast,
+            device=device,
+            progress=options.progress,
+            halves=None if half_split is None else _positions_in(rows, half_split),
+            symmetry=config.symmetry,
+            whiten=config.whiten,
+        )
+
+    class_summary = None
+    if config.classes > 1:  # each class's maps in its folder; the top level: the largest's
+        largest = int(np.argmax(np.bincount(classes, minlength=config.classes)))
+        class_summary = _class_outputs(
+            classes, kept, config.classes, reconstruct, outdir, reference, rotations, truth, options
+        )
+        top = kept[classes[kept] == largest]
+        log.info(
+            "%d classes of %s particles; the top-level maps are class %d's",
+            config.classes,
+            "/".join(str(c["particles"]) for c in class_summary),
+            largest + 1,
+        )
+    else:
+        top = kept
+    result = reconstruct(top)
     pixel = result.pixel_size_a
     curve = write_reconstruction(result, outdir, force=True)
     assert curve is not None
@@ -496,6 +539,9 @@ def _run_job(
     }
     if config.amplitude_scale:
         summary["amplitude_scale"] = _amplitude_summary(amplitudes, particles)
+    if class_summary is not None:
+        summary["classes"] = class_summary
+        summary["top_level_class"] = largest + 1
     if reference is not None:
         versus = reference.fsc_of(result.full.cpu(), pixel)
         curves["map vs reference"] = versus["curve"]
@@ -504,8 +550,14 @@ def _run_job(
         )
         summary["resolution_vs_reference_a_0.5"] = versus["fsc_vs_reference_a_0.5"]
     if truth is not None:
+        chosen = classes == largest if config.classes > 1 else slice(None)
         errors = pose_errors(
-            rotations, truth[0], shifts, truth[1], symmetry=options.symmetry, fit_global_offset=True
+            rotations[chosen],
+            truth[0][chosen],
+            shifts[chosen],
+            truth[1][chosen],
+            symmetry=options.symmetry,
+            fit_global_offset=True,
         )
         plot_pose_error_histogram(errors, outdir / POSE_ERROR_PLOT_FILE)
         summary["pose_error"] = errors.to_dict()
@@ -524,6 +576,45 @@ def _run_job(
     if options.report:
         write_report(outdir)
     return summary
+
+
+def _class_outputs(
+    classes: np.ndarray,
+    kept: np.ndarray,
+    n_classes: int,
+    reconstruct,
+    outdir: Path,
+    reference: ReferenceMap | None,
+    rotations: np.ndarray,
+    truth: tuple[np.ndarray, np.ndarray] | None,
+    options: JobOptions,
+) -> list[dict]:
+    """Each class's map, half-maps and FSC in ``class_<k>/`` (``reconstruct(rows)`` makes
+    them from its kept particles); returns each class's size and resolutions (and, with true
+    poses in the input, the pose error of its particles, in its own frame)."""
+    out = []
+    for klass in range(n_classes):
+        members = np.nonzero(classes == klass)[0]
+        rows = kept[classes[kept] == klass]
+        entry: dict = {"class": klass + 1, "particles": len(members), "in_map": len(rows)}
+        out.append(entry)
+        if len(rows) < 2:
+            log.warning("class %d holds %d particles: no map", klass + 1, len(rows))
+            continue
+        result = reconstruct(rows)
+        folder = outdir / class_dir_name(klass + 1)
+        folder.mkdir(exist_ok=True)
+        curve = write_reconstruction(result, folder, force=True)
+        assert curve is not None
+        entry["half_map_resolution_a_0.143"] = curve.resolution_a(0.143)
+        if reference is not None:
+            versus = reference.fsc_of(result.full.cpu(), result.pixel_size_a)
+            entry["resolution_vs_reference_a_0.5"] = versus["fsc_vs_reference_a_0.5"]
+        if truth is not None and len(members) > 1:
+            errors = pose_errors(rotations[members], truth[0][members], symmetry=options.symmetry)
+            entry["median_rotation_error_deg"] = errors.median_rotation_error_deg
+            entry["mean_rotation_error_deg"] = errors.mean_rotation_error_deg
+    return out
 
 
 def _input_warnings(data: ParticleBatches, config: ReconstructConfig) -> list[dict]:

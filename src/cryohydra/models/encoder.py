@@ -135,6 +135,12 @@ class MultiHeadMLP(nn.Module):
         x = torch.relu(torch.einsum("bmi,mih->bmh", x, self.w2) + self.b2)
         return torch.einsum("bmi,mio->bmo", x, self.w3) + self.b3
 
+    @torch.no_grad()
+    def copy_heads(self, source: slice, target: slice) -> None:
+        """Give heads ``target`` the weights of heads ``source`` (as many)."""
+        for parameter in self.parameters():
+            parameter[target] = parameter[source]
+
 
 def build_front_end(
     box_size: int, backbone: str, sigmas_px: tuple[float, ...]

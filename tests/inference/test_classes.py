@@ -1,0 +1,149 @@
+"""Several classes (``--classes``): a mixture of two structures sorted apart with a map each,
+resume, re-seeding of an empty class, the class maps' reconstruction, and what is refused.
+
+The mixture (``conftest.py``): the tests' 6UO9 set and beta-galactosidase's, 256 particles
+each, one after the other. Two ranks with torchrun: ``test_distributed.py``.
+"""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+from tqdm import tqdm
+
+from cryohydra.cli.main import main as cli
+from cryohydra.inference.config import ReconstructConfig
+from cryohydra.inference.pose_search import known_pose_map
+from cryohydra.inference.train import AbInitio
+from cryohydra.io.batches import ParticleBatches
+from cryohydra.io.errors import InputFileError
+from cryohydra.io.particles import concatenate
+from cryohydra.io.run_folder import RUN_FILE
+from cryohydra.io.star import read_star
+from cryohydra.jobs.abinitio import JobOptions, run_job
+from cryohydra.metrics.pose_error import pose_errors
+
+N = 256  # particles of each structure (conftest's mixture)
+
+
+def _config(**overrides) -> ReconstructConfig:
+    values = dict(epochs=3, switch=2, n_heads=3, batch_size=32, seed=0, search_rounds=10)
+    values.update(classes=2, **overrides)
+    return ReconstructConfig(**values)
+
+
+def test_two_structures_are_sorted_apart_with_a_map_each(mixture, tmp_path):
+    out = tmp_path / "run"
+    # fmt: off
+    cli(["reconstruct", str(mixture), "-o", str(out), "--classes", "2", "--epochs", "3",
+         "--switch", "2", "--heads", "3", "--batch-size", "32", "--search-rounds", "10",
+         "--quiet"])
+    # fmt: on
+    found = read_star(out / "particles.star").extra_columns["rlnClassNumber"]
+    truth = np.repeat([1, 2], N)
+    accuracy = max(np.mean(found == truth), np.mean(found == 3 - truth))
+    assert accuracy >= 0.95  # measured 1.0
+    summary = json.loads((out / "summary.json").read_text())
+    classes = summary["classes"]
+    assert [c["class"] for c in classes] == [1, 2]
+    assert sum(c["particles"] for c in classes) == 2 * N
+    for entry in classes:
+        folder = out / f"class_{entry['class']}"
+        for name in ("map.mrc", "half_map_a.mrc", "half_map_b.mrc", "fsc.json"):
+            assert (folder / name).exists(), name
+        assert (folder / "model_volume.mrc").exists()
+    # each class's pose error is of its own particles, in the class's own frame
+    estimated = read_star(out / "particles.star")
+    truth_rotations = read_star(mixture).rotations
+    for entry in classes:
+        members = found == entry["class"]
+        errors = pose_errors(estimated.rotations[members], truth_rotations[members])
+        assert entry["median_rotation_error_deg"] == pytest.approx(errors.median_rotation_error_deg)
+    assert summary["top_level_class"] in (1, 2)
+    records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
+    assert all(sum(r["class_sizes"]) == 2 * N for r in records)
+    assert (out / "report.html").exists()
+
+
+def test_a_resumed_run_repeats_an_uninterrupted_one(mixture):
+    particles = read_star(mixture).with_poses(None, None)
+    config = _config(epochs=3, switch=1, n_heads=2, search_rounds=3)
+    whole = AbInitio(particles, config)
+    whole.fit(progress=False)
+    part = AbInitio(particles, config)
+    for _ in range(2):
+        part.run_epoch(tqdm(disable=True))
+    resumed = AbInitio(particles, config)
+    resumed.load_state_dict(part.state_dict())
+    resumed.fit(progress=False)
+    assert torch.equal(resumed.classes, whole.classes)
+    assert torch.equal(resumed.table.rotations, whole.table.rotations)
+    for ours, theirs in zip(resumed.volumes, whole.volumes, strict=True):
+        assert torch.equal(ours.mantissa, theirs.mantissa)
+    # a finished run read back (e.g. to redo its outputs) has its classes and poses
+    finished = AbInitio(particles, config)
+    finished.load_state_dict(whole.state_dict())
+    assert torch.equal(finished.classes, whole.classes)
+    assert all(np.array_equal(a, b) for a, b in zip(finished.poses(), whole.poses(), strict=True))
+
+
+def test_an_empty_class_is_reseeded_from_the_worst_fitting_half_of_the_largest(mixture):
+    run = AbInitio(read_star(mixture).with_poses(None, None), _config())
+    n, heads = 2 * N, run.config.heads
+    run.classes[:] = 0
+    run.fit_losses = torch.arange(n, dtype=torch.float32)  # the later rows fit worst
+    run.table.rotations.view(n, 2, 3, 3)[:, 0] = torch.linalg.qr(torch.randn(n, 3, 3))[0]
+    moving = run.fit_losses >= run.fit_losses.median()
+    before = run.volumes[1].mantissa.clone()
+    events = run.reseed_classes(1)
+    assert events == [{"class": 2, "from": 1, "particles": int(moving.sum()), "epoch": 1}]
+    assert torch.equal(run.classes == 1, moving)
+    table = run.table.rotations.view(n, 2, 3, 3)
+    assert torch.equal(table[moving, 1], table[moving, 0])  # their poses come along
+    assert not torch.equal(run.volumes[1].mantissa, before)  # a map of their own
+    w1 = run.encoder.heads.w1
+    assert torch.equal(w1[heads : 2 * heads], w1[:heads])
+    assert run.reseed_classes(1) == []  # no class is small now
+
+
+def test_a_class_map_is_made_from_its_members_alone(mixture):
+    particles = read_star(mixture)
+    rotations, shifts = (torch.from_numpy(a).float() for a in particles.require_poses())
+    members = torch.arange(2 * N) < N
+    ours = known_pose_map(ParticleBatches(particles), rotations, shifts, 15.0, members=members)
+    alone = known_pose_map(
+        ParticleBatches(particles.subset(np.arange(N))), rotations[:N], shifts[:N], 15.0
+    )
+    every = known_pose_map(ParticleBatches(particles), rotations, shifts, 15.0)
+
+    def correlation(a, b):
+        return float(torch.corrcoef(torch.stack([a.flatten(), b.flatten()]))[0, 1])
+
+    assert correlation(ours, alone) > 0.999
+    assert correlation(every, alone) < 0.99  # the other structure's particles weigh in
+
+
+def test_what_several_classes_do_not_do_yet(mixture, tmp_path):
+    for refused in (dict(symmetry="C2"), dict(amplitude_scale=True), dict(mode="amortized")):
+        with pytest.raises(ValueError, match="--classes 2"):
+            _config(**refused)
+    with pytest.raises(ValueError, match="classes must be"):
+        ReconstructConfig(classes=0)
+    particles = read_star(mixture)
+    with pytest.raises(ValueError, match="--half-sets"):
+        run_job(particles, _config(), JobOptions(tmp_path / "run", half_sets=True))
+    assert not (tmp_path / "run" / RUN_FILE).exists()  # refused before the folder is claimed
+
+
+def test_sets_are_joined_only_when_their_images_agree(mixture):
+    particles = read_star(mixture)
+    first, second = particles.subset(np.arange(N)), particles.subset(np.arange(N, 2 * N))
+    joined = concatenate([first, second], mixture)
+    assert np.array_equal(joined.image_paths, particles.image_paths)
+    assert np.array_equal(joined.rotations, particles.rotations)
+    with pytest.raises(InputFileError, match="px images"):
+        concatenate([first, replace(second, box_size=64)], mixture)
+    with pytest.raises(InputFileError, match="only one has poses"):
+        concatenate([first, second.with_poses(None, None)], mixture)
