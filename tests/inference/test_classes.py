@@ -64,7 +64,10 @@ def test_two_structures_are_sorted_apart_with_a_map_each(mixture, tmp_path):
     assert summary["top_level_class"] in (1, 2)
     records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     assert all(sum(r["class_sizes"]) == 2 * N for r in records)
-    assert (out / "report.html").exists()
+    page = (out / "report.html").read_text()
+    for title in ("Classes", "Class 1", "Class 2", "Classes: FSC"):
+        assert f"<h2>{title}</h2>" in page
+    assert (out / "report_classes.png").exists() and (out / "report_class_2_map.png").exists()
 
 
 def test_a_resumed_run_repeats_an_uninterrupted_one(mixture):

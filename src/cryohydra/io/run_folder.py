@@ -310,5 +310,14 @@ class RunFolder:
                 out[label] = json.loads(path.read_text())
         return out
 
+    def class_folders(self) -> list[tuple[int, Path]]:
+        """``(class, folder)`` of each class of a ``--classes`` run that has its folder, by
+        class number (none for one class)."""
+        found = []
+        for path in self.outdir.glob("class_*"):
+            if path.is_dir() and path.name[6:].isdigit():
+                found.append((int(path.name[6:]), path))
+        return sorted(found)
+
     def switch_state_path(self) -> Path:
         return self.first_run_dir / SWITCH_FILE

@@ -12,6 +12,7 @@ holds, so it can be made at the end of a run, again at any time, or while a run 
 - the viewing directions on the sphere (HEALPix, Mollweide);
 - how often each encoder head wins;
 - with true poses in the input: rotation error against epoch and its final histogram;
+- with ``--classes``: the class sizes against epoch, and each class's map and FSC;
 - the figures of ``cryohydra analyze`` (``analysis_*.png``) when present.
 """
 
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 import logging
 from pathlib import Path
 
@@ -29,6 +31,7 @@ from cryohydra.geometry.rotations import viewing_direction
 from cryohydra.io.mrc import read_map
 from cryohydra.io.run_folder import (
     CHECKPOINT_FILE,
+    FSC_FILE,
     MAP_FILE,
     MODEL_VOLUME_FILE,
     REPORT_FILE,
@@ -134,9 +137,39 @@ def _figures(folder: RunFolder) -> list[tuple[str, Path, str]]:
                 f"global alignment, symmetry {folder.description.get('symmetry_name', 'C1')}",
             )
         )
+    out.extend(_class_figures(folder, runs))
     for path in sorted(outdir.glob("analysis_*.png")):
         title = path.stem.removeprefix("analysis_").replace("_", " ")
         out.append((f"Analysis: {title}", path, "cryohydra analyze"))
+    return out
+
+
+def _class_figures(folder: RunFolder, runs: dict) -> list[tuple[str, Path, str]]:
+    """A ``--classes`` run's figures: class sizes against epoch, each class's map, and the
+    classes' half-map FSC curves."""
+    out: list[tuple[str, Path, str]] = []
+    outdir = folder.outdir
+    if figures.plot_class_sizes(runs, outdir / "report_classes.png"):
+        out.append(("Classes", outdir / "report_classes.png", "share of particles per class"))
+    entries = {c["class"]: c for c in (folder.summary or {}).get("classes", [])}
+    curves = {}
+    for klass, path in folder.class_folders():
+        entry = entries.get(klass, {})
+        if (path / MAP_FILE).exists():
+            volume, voxel = read_map(path / MAP_FILE)
+            figure = figures.plot_map_views(
+                np.asarray(volume), float(voxel), outdir / f"report_class_{klass}_map.png"
+            )
+            caption = f"{entry.get('particles', '?')} particles"
+            if entry.get("half_map_resolution_a_0.143") is not None:
+                caption += f", half-maps {entry['half_map_resolution_a_0.143']:.2f} Å at 0.143"
+            out.append((f"Class {klass}", figure, caption))
+        if (path / FSC_FILE).exists():
+            curves[f"class {klass}"] = FSCCurve.from_dict(json.loads((path / FSC_FILE).read_text()))
+    if curves:
+        path = outdir / "report_classes_fsc.png"
+        plot_fsc(curves, path, title="each class's half-maps")
+        out.append(("Classes: FSC", path, "half-maps (masked) of each class"))
     return out
 
 
@@ -183,6 +216,14 @@ def _summary_rows(folder: RunFolder) -> list[tuple[str, object]]:
                 else f"C1 (best candidate {top[0]} {top[1]:.3f} < {detection['threshold']})"
             )
             rows.append(("point group of the map", text))
+        classes = summary.get("classes")
+        if classes:
+            rows.append(
+                (
+                    "classes (particles; the top-level maps are the largest's)",
+                    ", ".join(f"{c['class']}: {c['particles']:,}" for c in classes),
+                )
+            )
         rows.append(("training time (min)", f"{summary['training_seconds'] / 60:.1f}"))
         rows.append(("Nyquist (Å)", f"{summary['nyquist_a']:.2f}"))
     return rows

@@ -153,6 +153,35 @@ def plot_head_usage(runs: Mapping[str, Sequence[Mapping]], path: str | Path) -> 
     return True
 
 
+def plot_class_sizes(runs: Mapping[str, Sequence[Mapping]], path: str | Path) -> bool:
+    """Each class's share of the particles after each epoch (``--classes``; one panel per
+    run); False (nothing written) if no run logged classes."""
+    usable = {name: [r for r in records if r.get("class_sizes")] for name, records in runs.items()}
+    usable = {name: records for name, records in usable.items() if records}
+    if not usable:
+        return False
+    figure = new_figure(4.2 * len(usable) + 1, 3.8)
+    for i, (name, records) in enumerate(usable.items()):
+        ax = figure.add_subplot(1, len(usable), i + 1)
+        sizes = np.array([r["class_sizes"] for r in records], dtype=np.float64)
+        share = sizes / np.maximum(sizes.sum(axis=1, keepdims=True), 1)
+        epochs = [r["epoch"] for r in records]
+        for klass in range(share.shape[1]):
+            ax.plot(epochs, share[:, klass], marker="o", label=f"class {klass + 1}")
+        for record in records:
+            for event in record.get("reseeded") or []:
+                ax.axvline(record["epoch"], color="grey", linestyle=":", linewidth=1)
+                ax.annotate(f"re-seeded {event['class']}", (record["epoch"], 0.95), fontsize=6)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("share of particles")
+        ax.set_ylim(0, 1)
+        ax.set_title(name, fontsize=9)
+        ax.legend(fontsize=7)
+    figure.suptitle("class sizes", fontsize=10)
+    save(figure, path)
+    return True
+
+
 def plot_pose_errors(
     runs: Mapping[str, Sequence[Mapping]],
     final_errors_deg: np.ndarray | None,
