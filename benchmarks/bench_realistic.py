@@ -29,9 +29,8 @@ import time
 
 import numpy as np
 
-from common import RESULTS, append_row, commit, read_rows
+from common import RESULTS, append_row, commit, logged_seconds, read_rows, unfinished_run
 from cryohydra.inference.config import ReconstructConfig
-from cryohydra.io.run_folder import CHECKPOINT_FILE, LOG_FILE
 from cryohydra.io.star import read_star
 from cryohydra.jobs.abinitio import JUNK_COLUMN, JobOptions, run_job
 from cryohydra.metrics.pose_error import pose_errors
@@ -77,7 +76,7 @@ def main() -> None:
                 continue
             outdir = WORK / f"{dataset.name}_{variant}"
             config = ReconstructConfig(invert_contrast=True, **VARIANTS[variant])
-            resumed = not args.again and _unfinished(outdir, config.epochs)
+            resumed = not args.again and unfinished_run(outdir, config.epochs)
             started = time.perf_counter()
             summary = run_job(
                 particles,
@@ -118,9 +117,7 @@ def main() -> None:
                     "correlation_with_truth"
                 ),
                 "warnings": summary.get("warnings"),
-                "training_min": (
-                    _logged_seconds(outdir) if resumed else summary["training_seconds"]
-                )
+                "training_min": (logged_seconds(outdir) if resumed else summary["training_seconds"])
                 / 60,
                 "resumed": resumed,
                 "total_min": (time.perf_counter() - started) / 60,
@@ -129,21 +126,6 @@ def main() -> None:
             }
             append_row(PATH, row)
             print(json.dumps(row), flush=True)
-
-
-def _unfinished(outdir, epochs: int) -> bool:
-    """A run cut short: a checkpoint and fewer than ``epochs`` epochs in its log (a finished
-    run whose row was removed is run again, not passed off as new)."""
-    if not (outdir / CHECKPOINT_FILE).exists() or not (outdir / LOG_FILE).exists():
-        return False
-    lines = [x for x in (outdir / LOG_FILE).read_text().splitlines() if x.strip()]
-    return bool(lines) and json.loads(lines[-1])["epoch"] < epochs
-
-
-def _logged_seconds(outdir) -> float:
-    """The run's time from its log: each epoch's training and evaluation seconds."""
-    records = [json.loads(x) for x in (outdir / LOG_FILE).read_text().splitlines() if x.strip()]
-    return sum(r["seconds"] + r.get("evaluation_seconds", 0.0) for r in records)
 
 
 if __name__ == "__main__":

@@ -101,3 +101,22 @@ class CountingBar:
 
     def set_postfix_str(self, *_args, **_kwargs) -> None:
         pass
+
+
+def unfinished_run(outdir: Path, epochs: int) -> bool:
+    """A run cut short: a checkpoint and fewer than ``epochs`` epochs in its log (a finished
+    run whose row was removed is run again, not passed off as new)."""
+    from cryohydra.io.run_folder import CHECKPOINT_FILE, LOG_FILE
+
+    if not (outdir / CHECKPOINT_FILE).exists() or not (outdir / LOG_FILE).exists():
+        return False
+    lines = [x for x in (outdir / LOG_FILE).read_text().splitlines() if x.strip()]
+    return bool(lines) and json.loads(lines[-1])["epoch"] < epochs
+
+
+def logged_seconds(outdir: Path) -> float:
+    """A run's time from its log: each epoch's training and evaluation seconds (every
+    process's, when it was resumed)."""
+    from cryohydra.io.run_folder import LOG_FILE, read_log
+
+    return sum(r["seconds"] + r.get("evaluation_seconds", 0.0) for r in read_log(outdir / LOG_FILE))

@@ -9,6 +9,7 @@ already simulated (its ``simulation.json`` exists) is reused.
 
 from __future__ import annotations
 
+import json
 import sys
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -26,7 +27,57 @@ MODELS = {
     "hsp90": (ROOT / "data" / "hsp90_hsp82_dimer.pdb.gz", 2.5),  # max radius 67 Å
     "6uo9": (default_structure(), 3.5),  # max radius 94 Å
     "5a1a": (ROOT.parent / "tests" / "data" / "models" / "5a1a.cif.gz", 3.5),  # D2 tetramer
+    # HSP90 with chain A's N-terminal domain turned 20 degrees (made by ``hinged``)
+    "hsp90-hinge20": (WORK / "models" / "hsp90_hinge20.pdb", 2.5),
 }
+# Yeast Hsp82: N-terminal domain up to residue 220, the charged linker (221-272, absent from
+# the model), middle domain 273-527, C-terminal domain 528-677.
+HSP90_NTD_LAST, HSP90_MD_FIRST, HSP90_MD_LAST = 220, 273, 527
+
+
+def hinged(
+    source: Path, out: Path, chain: str, domain_last: int, rest: tuple[int, int], angle_deg: float
+) -> dict:
+    """A second conformation of a model: chain ``chain``'s residues up to ``domain_last``
+    turned by ``angle_deg`` about the hinge between them and the residues ``rest`` (an
+    inclusive range) of the same chain, written to ``out`` (PDB). The hinge point is midway
+    between the domain's last CA and the rest's first; the axis is normal to the plane of the
+    two domains' CA centroids and the hinge, so the turn opens or closes the angle between
+    them. Returns what was done (the axis, the point, the atoms moved)."""
+    structure = gemmi.read_structure(str(source))
+    residues = list(structure[0][chain])
+
+    def cas(chosen) -> np.ndarray:
+        return np.array([r["CA"][0].pos.tolist() for r in chosen if r.find_atom("CA", "*")])
+
+    domain = [r for r in residues if r.seqid.num <= domain_last]
+    other = [r for r in residues if rest[0] <= r.seqid.num <= rest[1]]
+    hinge = (cas(domain[-1:])[0] + cas(other[:1])[0]) / 2
+    axis = np.cross(cas(domain).mean(0) - hinge, cas(other).mean(0) - hinge)
+    axis /= np.linalg.norm(axis)
+    angle = np.deg2rad(angle_deg)
+    skew = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    rotation = np.eye(3) + np.sin(angle) * skew + (1 - np.cos(angle)) * skew @ skew
+    moved = 0
+    for residue in domain:
+        for atom in residue:
+            position = rotation @ (np.array(atom.pos.tolist()) - hinge) + hinge
+            atom.pos = gemmi.Position(*position)
+            moved += 1
+    out.parent.mkdir(parents=True, exist_ok=True)
+    structure.write_pdb(str(out))
+    return {"axis": axis.tolist(), "hinge_a": hinge.tolist(), "atoms_moved": moved}
+
+
+def ensure_model(model: str) -> Path:
+    """The model's file, made first for a derived conformation."""
+    path = MODELS[model][0]
+    if model == "hsp90-hinge20" and not path.exists():
+        done = hinged(
+            MODELS["hsp90"][0], path, "A", HSP90_NTD_LAST, (HSP90_MD_FIRST, HSP90_MD_LAST), 20.0
+        )
+        path.with_suffix(".json").write_text(json.dumps(done, indent=2) + "\n")
+    return path
 
 
 def homodimer_two_fold(model_path: Path, chains: tuple[str, str] = ("A", "B")) -> np.ndarray:
@@ -69,6 +120,7 @@ def tetramer_d2(model_path: Path, chains: str = "ABCD") -> np.ndarray:
 
 SYMMETRY = {
     "hsp90": lambda: homodimer_two_fold(MODELS["hsp90"][0]),
+    "hsp90-hinge20": lambda: "C1",  # one chain's domain turned: no two-fold any more
     "6uo9": lambda: "C1",
     "5a1a": lambda: tetramer_d2(MODELS["5a1a"][0]),
 }
@@ -149,6 +201,69 @@ def realistic(model: str, n_particles: int = 20_000, box: int = 64) -> Dataset:
         settings = realistic_config(model, n_particles, box)
         simulate(settings, folder, force=True, progress=False)
     return Dataset(name, folder)
+
+
+TRUE_CLASS_COLUMN = "cryohydraTrueClass"  # which structure a particle is (1-based)
+
+
+@dataclass(frozen=True)
+class Mixture:
+    """Several structures' particles in one STAR file (``--classes``, issue 26): each
+    component is simulated on its own (``components[k]``, a :class:`Dataset` with its ground
+    truth) and ``particles.star`` lists them one after the other, with the structure of each
+    particle in ``TRUE_CLASS_COLUMN`` and junk marked by the simulator's junk column."""
+
+    name: str
+    folder: Path
+    components: tuple[Dataset, ...]
+
+    @property
+    def star(self) -> Path:
+        return self.folder / "particles.star"
+
+
+def mixture(
+    models: tuple[str, ...] = ("hsp90", "6uo9"),
+    per_model: int = 10_000,
+    junk_fraction: float = 0.2,
+    box: int = 64,
+) -> Mixture:
+    """``per_model`` particles of each model (SNR 0.1, the EMPIAR-10028 CTF table, 3 Å shifts,
+    at the largest of the models' pixel sizes, so that each fits the box: 3.5 Å/px at 64 px
+    for HSP90 and 6UO9) plus junk, ``junk_fraction`` of the whole (each component holds its
+    share: empty ice, aggregates, carbon edges), simulated first if not on disk."""
+    from cryohydra.io.particles import concatenate
+    from cryohydra.io.star import read_star, write_star
+
+    total = round(per_model / (1 - junk_fraction))
+    name = f"mixture_{'+'.join(models)}_{box}px_{per_model}_junk{junk_fraction:g}"
+    folder = WORK / "datasets" / name
+    components = []
+    for k, model in enumerate(models):
+        ensure_model(model)
+        part = folder / model
+        if not (part / "simulation.json").exists():
+            settings = replace(
+                config(model, True, total, box),
+                pixel_size_a=max(MODELS[m][1] for m in models) * 64 / box,
+                junk_fraction=junk_fraction,
+                seed=2026 + k,
+            )
+            simulate(settings, part, force=True, progress=False)
+        components.append(Dataset(f"{model}_{name}", part))
+    star = folder / "particles.star"
+    if not star.exists():
+        sets = []
+        for k, component in enumerate(components):
+            particles = read_star(component.star)
+            label = np.full(len(particles), k + 1, dtype=np.int64)
+            sets.append(
+                replace(
+                    particles, extra_columns={**particles.extra_columns, TRUE_CLASS_COLUMN: label}
+                )
+            )
+        write_star(star, concatenate(sets, star))
+    return Mixture(name, folder, tuple(components))
 
 
 def all_standard() -> list[Dataset]:
