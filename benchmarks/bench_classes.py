@@ -16,7 +16,10 @@ peak memory is the process's). Scored on the particles' true structure and junk 
   against the truth beside the known-pose map of that structure's real particles (bar:
   within 10 %), and its particles' rotation error in that class (modulo the structure's
   group);
-- training time and peak memory (resident set of the process).
+- training time and peak memory (the resident set of the run's process, which reads the
+  simulated data, trains and scores; the simulation and the known-pose maps are made by the
+  parent process; on a GPU the memory would be ``torch.cuda.max_memory_allocated``, not
+  measured here).
 
 Rows append to ``results/classes.json`` as each run finishes (rows already there are skipped;
 a run cut short resumes from its checkpoint, its row then says ``"resumed": true`` and its
@@ -33,7 +36,6 @@ import resource
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -41,9 +43,9 @@ import torch
 from common import RESULTS, append_row, commit, logged_seconds, read_rows, unfinished_run
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.io.mrc import read_map
-from cryohydra.io.run_folder import MAP_FILE, class_dir_name
+from cryohydra.io.run_folder import CLASS_COLUMN, MAP_FILE, class_dir_name
 from cryohydra.io.star import read_star
-from cryohydra.jobs.abinitio import CLASS_COLUMN, JUNK_COLUMN, JobOptions, run_job
+from cryohydra.jobs.abinitio import JUNK_COLUMN, JobOptions, run_job
 from cryohydra.metrics.pose_error import pose_errors
 from cryohydra.metrics.reference import reference_fsc
 from cryohydra.reconstruct.backproject import reconstruct_known_poses
@@ -66,24 +68,24 @@ def main() -> None:
     parser.add_argument("--junk", type=float, default=0.2)
     parser.add_argument("--epochs", type=int, default=ReconstructConfig().epochs)
     parser.add_argument("--again", action="store_true", help="run even where a row exists")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if len(args.classes) > 1:  # one process each, so that each peak memory is its own
+    mix = mixture(tuple(args.models), per_model=args.per_model, junk_fraction=args.junk)
+    if not args.child:  # the data and the ceilings here; each run in a process of its own
+        ceilings(mix)
         for k in args.classes:
-            command = [sys.executable, __file__, "--classes", str(k)]
+            key = (mix.name, k, args.epochs)
+            if not args.again and any(
+                (r["dataset"], r["classes"], r["epochs"]) == key for r in read_rows(PATH)
+            ):
+                continue
+            command = [sys.executable, __file__, "--child", "--classes", str(k)]
             command += ["--per-model", str(args.per_model), "--junk", str(args.junk)]
-            command += ["--models", *args.models]
-            command += ["--epochs", str(args.epochs)] + (["--again"] if args.again else [])
-            subprocess.run(command, check=True)
+            command += ["--models", *args.models, "--epochs", str(args.epochs)]
+            subprocess.run(command + (["--again"] if args.again else []), check=True)
         return
     code = commit()  # the code this process imported, even if a commit lands meanwhile
-    mix = mixture(tuple(args.models), per_model=args.per_model, junk_fraction=args.junk)
-    k = args.classes[0]
-    key = (mix.name, k, args.epochs)
-    if not args.again and any(
-        (r["dataset"], r["classes"], r["epochs"]) == key for r in read_rows(PATH)
-    ):
-        return
-    row = run(mix, k, args.epochs)
+    row = run(mix, args.classes[0], args.epochs, args.again)
     row["commit"] = code
     append_row(PATH, row)
     print(json.dumps(row), flush=True)
@@ -107,14 +109,14 @@ def ceilings(mix: Mixture) -> dict[str, float]:
     return out
 
 
-def run(mix: Mixture, k: int, epochs: int) -> dict:
+def run(mix: Mixture, k: int, epochs: int, again: bool) -> dict:
     particles = read_star(mix.star)
     true_class = particles.extra_columns[TRUE_CLASS_COLUMN].astype(int)
     real = particles.extra_columns[JUNK_COLUMN].astype(int) == 0
     true_rotations = particles.require_poses()[0]
     outdir = WORK / f"{mix.name}_K{k}_{epochs}epochs"
     config = ReconstructConfig(classes=k, epochs=epochs)
-    resumed = unfinished_run(outdir, config.epochs)
+    resumed = not again and unfinished_run(outdir, config.epochs)
     started = time.perf_counter()
     summary = run_job(
         particles.with_poses(None, None),  # scored here, per structure
@@ -190,5 +192,4 @@ def run(mix: Mixture, k: int, epochs: int) -> dict:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).parent))
     main()

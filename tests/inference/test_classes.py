@@ -13,12 +13,15 @@ import pytest
 import torch
 from tqdm import tqdm
 
+from cryohydra.analysis.model import load_amortized_model
 from cryohydra.cli.main import main as cli
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.inference.pose_search import known_pose_map
 from cryohydra.inference.train import AbInitio
 from cryohydra.io.batches import ParticleBatches
 from cryohydra.io.errors import InputFileError
+from cryohydra.io.history import read_history
+from cryohydra.io.mrc import read_map
 from cryohydra.io.particles import concatenate
 from cryohydra.io.run_folder import RUN_FILE
 from cryohydra.io.star import read_star
@@ -61,13 +64,20 @@ def test_two_structures_are_sorted_apart_with_a_map_each(mixture, tmp_path):
         members = found == entry["class"]
         errors = pose_errors(estimated.rotations[members], truth_rotations[members])
         assert entry["median_rotation_error_deg"] == pytest.approx(errors.median_rotation_error_deg)
-    assert summary["top_level_class"] in (1, 2)
+    sizes = [int(np.sum(found == k)) for k in (1, 2)]
+    assert summary["top_level_class"] == int(np.argmax(sizes)) + 1
+    top = out / f"class_{summary['top_level_class']}"
+    assert np.array_equal(read_map(out / "map.mrc")[0], read_map(top / "map.mrc")[0])
     records = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
-    assert all(sum(r["class_sizes"]) == 2 * N for r in records)
+    assert records[-1]["class_sizes"] == sizes
+    assert np.array_equal(read_history(out)[-1].classes + 1, found)  # the history's classes
     page = (out / "report.html").read_text()
+    assert f"final poses, class {summary['top_level_class']}" in page  # one frame per panel
     for title in ("Classes", "Class 1", "Class 2", "Classes: FSC"):
         assert f"<h2>{title}</h2>" in page
     assert (out / "report_classes.png").exists() and (out / "report_class_2_map.png").exists()
+    with pytest.raises(InputFileError, match="2 classes"):  # analyze: one map only, so far
+        load_amortized_model(out)
 
 
 def test_a_resumed_run_repeats_an_uninterrupted_one(mixture):
@@ -110,6 +120,8 @@ def test_an_empty_class_is_reseeded_from_the_worst_fitting_half_of_the_largest(m
     w1 = run.encoder.heads.w1
     assert torch.equal(w1[heads : 2 * heads], w1[:heads])
     assert run.reseed_classes(1) == []  # no class is small now
+    run.classes[:] = 0
+    assert run.reseed_classes(run.config.epochs) == []  # nothing would train it after the last
 
 
 def test_a_class_map_is_made_from_its_members_alone(mixture):

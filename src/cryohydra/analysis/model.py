@@ -19,6 +19,7 @@ from cryohydra.geometry.sampling import so3_grid
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.inference.pose_search import grid_errors
 from cryohydra.inference.train import AbInitio
+from cryohydra.io.errors import InputFileError
 from cryohydra.io.history import EpochPoses, read_history
 from cryohydra.io.particles import ParticleSet, random_half_split
 from cryohydra.io.run_folder import CHECKPOINT_FILE, SWITCH_FILE, RunFolder
@@ -98,6 +99,13 @@ def load_amortized_model(
     """Load a run's amortized-stage model (half A's for a half-set run)."""
     folder = RunFolder.read(outdir)
     description = folder.description
+    classes = description.get("config", {}).get("classes", 1)
+    if classes > 1:
+        raise InputFileError(
+            Path(outdir),
+            f"is a run of {classes} classes: the analyses of the amortized stage read one "
+            "map and its heads, not yet several (docs/classes.md)",
+        )
     run_dir = folder.first_run_dir
     snapshot_path = run_dir / SWITCH_FILE
     if snapshot_path.exists():

@@ -648,9 +648,12 @@ class AbInitio:
         poses there, its map becomes their reconstruction at the loss's resolution (a map
         apart from the largest class's, so the two split its particles instead of tying),
         its optimiser state starts afresh and, in the amortized stage, its heads become
-        copies of the largest class's. Returns what moved."""
+        copies of the largest class's. Not after the last epoch (nothing would train the split
+        it makes). Returns what moved."""
         k = self.n_classes
         events: list[dict] = []
+        if epoch >= self.config.epochs:
+            return events
         for _ in range(k - 1):
             sizes = self.class_sizes()
             small, large = int(np.argmin(sizes)), int(np.argmax(sizes))
@@ -677,12 +680,14 @@ class AbInitio:
             self.volumes[small].load_map(volume)
             for parameter in self.volumes[small].parameters():
                 self.volume_optimizer.state.pop(parameter, None)
-            if self.encoder is not None:
+            if self.encoder is not None and self.encoder_optimizer is not None:
                 heads = self.config.heads
-                self.encoder.heads.copy_heads(
-                    slice(large * heads, (large + 1) * heads),
-                    slice(small * heads, (small + 1) * heads),
-                )
+                target = slice(small * heads, (small + 1) * heads)
+                self.encoder.heads.copy_heads(slice(large * heads, (large + 1) * heads), target)
+                for parameter in self.encoder.heads.parameters():  # their moments start afresh
+                    for moment in self.encoder_optimizer.state.get(parameter, {}).values():
+                        if moment.ndim > 0:
+                            moment[target] = 0
             events.append(
                 {
                     "class": small + 1,
@@ -704,7 +709,8 @@ class AbInitio:
             return None, None
         winners, rotations = self.previous
         changed = self.context.sum_float(float((self.winners != winners).sum()))
-        angles = geodesic_distance(self.own_rotations(), rotations)
+        own = self._own_rows(torch.arange(len(self.classes), device=self.device))
+        angles = geodesic_distance(self.table.rotations[own], rotations[own])
         angles = self.context.gather_rows(angles, self.n_total)
         return changed / self.n_total, float(torch.rad2deg(angles.median()))
 
@@ -990,7 +996,7 @@ class AbInitio:
         if stage == AMORTIZED:
             loss = self.amortized_epoch(epoch, bar)
             head_change, pose_change = self._changes()
-            self.previous = (self.winners.clone(), self.own_rotations().clone())
+            self.previous = (self.winners.clone(), self.table.rotations.clone())
         else:
             before = self.table.rotations.clone()
             loss = self.auto_decoding_epoch(epoch, bar)
@@ -1110,19 +1116,22 @@ class AbInitio:
         dist.all_gather_object(out, mine)
         return out
 
+    def _gather_particles(self, local: torch.Tensor) -> torch.Tensor:
+        """:meth:`_gather` of a tensor with one row per particle or, as the pose table, ``K``
+        (row ``i K + k``): gathered particle by particle."""
+        per_particle = local.shape[0] // len(self.classes)
+        return self._gather(local.unflatten(0, (-1, per_particle))).flatten(0, 1)
+
     def state_dict(self) -> dict:
         """Everything to continue, the pose table of all particles in particle order (so a run
         resumes with any number of ranks; every rank must call this)."""
-        k = self.n_classes
-        table = {  # rows i K + k gathered particle by particle
-            name: self._gather(v.unflatten(0, (-1, k))).flatten(0, 1)
-            if isinstance(v, torch.Tensor)
-            else v
+        table = {
+            name: self._gather_particles(v) if isinstance(v, torch.Tensor) else v
             for name, v in self.table.state_dict().items()
         }
         previous = None
         if self.previous is not None:
-            previous = tuple(self._gather(p) for p in self.previous)
+            previous = tuple(self._gather_particles(p) for p in self.previous)
         return {
             "config": self.config.to_dict(),
             "n_particles": self.n_total,
@@ -1152,7 +1161,13 @@ class AbInitio:
         shard = torch.from_numpy(self.shard)
 
         def mine(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor[shard.to(tensor.device)] if self.context.active else tensor
+            """This rank's rows of a tensor with one row per particle, or ``K`` (the pose
+            table's row ``i K + k``)."""
+            if not self.context.active:
+                return tensor
+            per_particle = tensor.shape[0] // self.n_total
+            grouped = tensor.unflatten(0, (-1, per_particle))
+            return grouped[shard.to(tensor.device)].flatten(0, 1)
 
         self.epoch = state["epoch"]
         self.stage = state["stage"]
@@ -1174,9 +1189,8 @@ class AbInitio:
             self.encoder_optimizer.load_state_dict(state["encoder_optimizer"])
         if self.encoder is None:
             self._train_encoder = None
-        k = self.n_classes
         table = {
-            name: mine(v.unflatten(0, (-1, k))).flatten(0, 1) if isinstance(v, torch.Tensor) else v
+            name: mine(v) if isinstance(v, torch.Tensor) else v
             for name, v in state["table"].items()
         }
         self.table = PoseTable.from_state_dict(table, self.device)

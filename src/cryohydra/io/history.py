@@ -2,8 +2,10 @@
 
 ``RUN_DIR/history/epoch_NNN.npz`` holds, after epoch ``NNN``, each particle's current pose as a
 unit quaternion (roma's ``xyzw`` order, float32, 16 bytes a particle) and shift (Å, float32),
-the winning head during the amortized stage (-1 afterwards) and the stage. That is 24 bytes a
-particle and epoch, 4.8 MB for 10,000 particles over 20 epochs: small next to the images.
+the winning head during the amortized stage (-1 afterwards) and the stage; with ``--classes``
+also each particle's class (0-based; its pose is the one in that class's frame). That is 24
+bytes a particle and epoch, 4.8 MB for 10,000 particles over 20 epochs: small next to the
+images.
 
 ``RUN_DIR/switch_state.pt`` holds the encoder and the volume as they were when the encoder was
 dropped (before the global search replaced the volume), so the amortized stage's pose posterior
@@ -35,6 +37,7 @@ class EpochPoses:
     rotations: np.ndarray  # (N, 3, 3) float64
     shifts_a: np.ndarray  # (N, 2) float64
     winners: np.ndarray  # (N,) int, -1 where no head won (auto-decoding)
+    classes: np.ndarray | None = None  # (N,) int, 0-based, with --classes (None: one class)
 
 
 def _path(run_dir: Path, epoch: int) -> Path:
@@ -48,8 +51,10 @@ def write_epoch_poses(
     rotations: torch.Tensor,
     shifts_a: torch.Tensor,
     winners: torch.Tensor | None,
+    classes: np.ndarray | None = None,
 ) -> Path:
-    """Write the poses after ``epoch`` (written whole to a temporary name, then renamed)."""
+    """Write the poses after ``epoch`` (written whole to a temporary name, then renamed);
+    ``classes``: each particle's class, for a run of several."""
     path = _path(run_dir, epoch)
     path.parent.mkdir(parents=True, exist_ok=True)
     quaternions = roma.rotmat_to_unitquat(rotations.detach().cpu().to(torch.float64))
@@ -62,6 +67,7 @@ def write_epoch_poses(
         shifts_a=shifts_a.detach().cpu().numpy().astype(np.float32),
         winners=heads,
         stage=np.array(stage),
+        **({} if classes is None else {"classes": np.asarray(classes).astype(np.int16)}),
     )
     tmp.replace(path)
     return path
@@ -81,6 +87,7 @@ def read_history(run_dir: Path) -> list[EpochPoses]:
                     rotations=rotations,
                     shifts_a=data["shifts_a"].astype(np.float64),
                     winners=data["winners"].astype(np.int64),
+                    classes=data["classes"].astype(np.int64) if "classes" in data else None,
                 )
             )
     return out

@@ -45,6 +45,7 @@ from cryohydra.io.read import read_particles
 
 __all__ = [
     "CHECKPOINT_FILE",
+    "CLASS_COLUMN",
     "class_dir_name",
     "DISTRIBUTED_FILE",
     "FSC_CSV_FILE",
@@ -90,6 +91,7 @@ POSE_ERROR_PLOT_FILE = "pose_error.png"
 SUMMARY_FILE = "summary.json"
 REPORT_FILE = "report.html"
 HALF_RUNS = ("half_a", "half_b")
+CLASS_COLUMN = "rlnClassNumber"  # --classes: each particle's class in particles.star, 1-based
 
 
 def class_dir_name(klass: int) -> str:

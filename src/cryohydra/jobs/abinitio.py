@@ -38,6 +38,7 @@ from cryohydra.io.particles import ParticleSet, random_half_split
 from cryohydra.io.read import read_particles
 from cryohydra.io.run_folder import (
     CHECKPOINT_FILE,
+    CLASS_COLUMN,
     DISTRIBUTED_FILE,
     FSC_PLOT_FILE,
     FSC_REFERENCE_FILE,
@@ -73,7 +74,6 @@ __all__ = ["JobOptions", "run_job"]
 # the projection at its pose) and whether the final map uses it; the simulator's junk label.
 SCORE_COLUMN, KEPT_COLUMN, JUNK_COLUMN = "cryohydraScore", "cryohydraKept", "cryohydraJunk"
 RANK_COLUMN = "cryohydraRank"  # what --keep-best ranks by (keep_ranking)
-CLASS_COLUMN = "rlnClassNumber"  # --classes: each particle's class, 1-based
 WHITENING = "each optics group to one noise variance"
 CONTRAST_COLUMN = "cryohydraContrast"  # a simulated set's true contrast (simulate --contrast-sd)
 
@@ -205,6 +205,7 @@ def _train(
     def on_epoch(current: AbInitio, record: dict) -> None:
         rotations, shifts = current.poses()  # gathered from every rank
         winners = current.winners_all()
+        classes = current.class_assignments() if current.n_classes > 1 else None
         state = current.state_dict()
         if not main:
             return
@@ -218,6 +219,7 @@ def _train(
             torch.from_numpy(rotations),
             torch.from_numpy(shifts),
             winners if record["stage"] == AMORTIZED else None,
+            classes,
         )
         frame = (record.get("pose_search") or {}).get("group_frame")
         if frame is not None:

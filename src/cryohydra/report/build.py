@@ -28,12 +28,16 @@ import numpy as np
 import torch
 
 from cryohydra.geometry.rotations import viewing_direction
+from cryohydra.io.history import read_history
 from cryohydra.io.mrc import read_map
+from cryohydra.io.read import read_particles
 from cryohydra.io.run_folder import (
     CHECKPOINT_FILE,
+    CLASS_COLUMN,
     FSC_FILE,
     MAP_FILE,
     MODEL_VOLUME_FILE,
+    PARTICLES_FILE,
     REPORT_FILE,
     RunFolder,
 )
@@ -85,11 +89,32 @@ def _symmetry(description: dict):
     return np.asarray(value) if isinstance(value, list) else value
 
 
-def _final_errors(folder: RunFolder, particles, poses) -> np.ndarray | None:
+def _top_class(folder: RunFolder) -> tuple[int, np.ndarray] | None:
+    """A ``--classes`` run's top-level class (1-based; the largest) and which particles it
+    holds, from the output STAR or, during the run, the latest epoch's classes (None for one
+    class)."""
+    star = folder.outdir / PARTICLES_FILE
+    if star.exists():
+        classes = read_particles(star).extra_columns.get(CLASS_COLUMN)
+        if classes is None:
+            return None
+        classes = np.asarray(classes).astype(np.int64)
+    else:
+        history = read_history(folder.first_run_dir)
+        if not history or history[-1].classes is None:
+            return None
+        classes = history[-1].classes + 1
+    top = int(np.bincount(classes).argmax())
+    return top, classes == top
+
+
+def _final_errors(folder: RunFolder, particles, poses, chosen) -> np.ndarray | None:
     if poses is None or particles is None or not particles.has_poses:
         return None
     rotations = poses[0]
     true_rotations, _ = particles.require_poses()
+    if chosen is not None and len(chosen) == len(true_rotations):
+        true_rotations = true_rotations[chosen]
     if len(true_rotations) != len(rotations):  # a half-set run in progress: first half only
         return None
     errors = pose_errors(rotations, true_rotations, symmetry=_symmetry(folder.description))
@@ -121,13 +146,18 @@ def _figures(folder: RunFolder) -> list[tuple[str, Path, str]]:
         path = figures.plot_training(runs, outdir / "report_training.png")
         out.append(("Training", path, "loss and resolution against epoch and wall time"))
     poses = folder.latest_poses()
+    top = _top_class(folder)
+    chosen = None
+    if poses is not None and top is not None and len(top[1]) == len(poses[0]):
+        chosen = top[1]  # a class's poses are in its own frame: the top-level class's
+        poses = (poses[0][chosen], poses[1][chosen], f"{poses[2]}, class {top[0]}")
     if poses is not None:
         directions = viewing_direction(torch.from_numpy(poses[0])).numpy()
         path = figures.plot_viewing_directions(directions, outdir / "report_directions.png")
         out.append(("Viewing directions", path, poses[2]))
     if figures.plot_head_usage(runs, outdir / "report_heads.png"):
         out.append(("Encoder heads", outdir / "report_heads.png", "winner-takes-all"))
-    final = _final_errors(folder, particles, poses)
+    final = _final_errors(folder, particles, poses, chosen)
     if figures.plot_pose_errors(runs, final, outdir / "report_pose_error.png"):
         out.append(
             (
