@@ -205,6 +205,8 @@ def _add_to_halves(
         if members is not None:
             chosen = chosen & members
         picked = chosen.nonzero()[:, 0]
+        if len(picked) == 0:  # e.g. no image of this class in the batch
+            continue
         rows = batch.rows[picked].cpu().numpy()
         accumulator.add(
             batch.images[picked],
