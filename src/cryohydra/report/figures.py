@@ -126,19 +126,31 @@ def plot_viewing_directions(directions: np.ndarray, path: str | Path, nside: int
     return save(figure, path)
 
 
+def _shares_per_run(runs: Mapping[str, Sequence[Mapping]], key: str):
+    """For the runs whose records log ``key`` (counts per head or class): a figure with one
+    panel each, and ``(axes, name, records, epochs, shares)`` per run; None if no run logs it."""
+    usable = {name: [r for r in records if r.get(key)] for name, records in runs.items()}
+    usable = {name: records for name, records in usable.items() if records}
+    if not usable:
+        return None
+    figure = new_figure(4.2 * len(usable) + 1, 3.8)
+    panels = []
+    for i, (name, records) in enumerate(usable.items()):
+        counts = np.array([r[key] for r in records], dtype=np.float64)
+        share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+        ax = figure.add_subplot(1, len(usable), i + 1)
+        panels.append((ax, name, records, [r["epoch"] for r in records], share))
+    return figure, panels
+
+
 def plot_head_usage(runs: Mapping[str, Sequence[Mapping]], path: str | Path) -> bool:
     """Share of images each encoder head wins in each amortized epoch (one panel per run);
     False (nothing written) if no run has an amortized epoch."""
-    usable = {name: [r for r in records if r.get("head_usage")] for name, records in runs.items()}
-    usable = {name: records for name, records in usable.items() if records}
-    if not usable:
+    found = _shares_per_run(runs, "head_usage")
+    if found is None:
         return False
-    figure = new_figure(4.2 * len(usable) + 1, 3.8)
-    for i, (name, records) in enumerate(usable.items()):
-        ax = figure.add_subplot(1, len(usable), i + 1)
-        usage = np.array([r["head_usage"] for r in records], dtype=np.float64)
-        share = usage / np.maximum(usage.sum(axis=1, keepdims=True), 1)
-        epochs = [r["epoch"] for r in records]
+    figure, panels = found
+    for ax, name, records, epochs, share in panels:
         bottom = np.zeros(len(records))
         for head in range(share.shape[1]):
             ax.bar(epochs, share[:, head], bottom=bottom, label=f"head {head}")
@@ -156,16 +168,11 @@ def plot_head_usage(runs: Mapping[str, Sequence[Mapping]], path: str | Path) -> 
 def plot_class_sizes(runs: Mapping[str, Sequence[Mapping]], path: str | Path) -> bool:
     """Each class's share of the particles after each epoch (``--classes``; one panel per
     run); False (nothing written) if no run logged classes."""
-    usable = {name: [r for r in records if r.get("class_sizes")] for name, records in runs.items()}
-    usable = {name: records for name, records in usable.items() if records}
-    if not usable:
+    found = _shares_per_run(runs, "class_sizes")
+    if found is None:
         return False
-    figure = new_figure(4.2 * len(usable) + 1, 3.8)
-    for i, (name, records) in enumerate(usable.items()):
-        ax = figure.add_subplot(1, len(usable), i + 1)
-        sizes = np.array([r["class_sizes"] for r in records], dtype=np.float64)
-        share = sizes / np.maximum(sizes.sum(axis=1, keepdims=True), 1)
-        epochs = [r["epoch"] for r in records]
+    figure, panels = found
+    for ax, name, records, epochs, share in panels:
         for klass in range(share.shape[1]):
             ax.plot(epochs, share[:, klass], marker="o", label=f"class {klass + 1}")
         for record in records:
