@@ -16,7 +16,7 @@ from tqdm import tqdm
 from cryohydra.analysis.model import load_amortized_model
 from cryohydra.cli.main import main as cli
 from cryohydra.inference.config import ReconstructConfig
-from cryohydra.inference.pose_search import known_pose_map
+from cryohydra.inference.pose_search import class_projection_matching, known_pose_map
 from cryohydra.inference.train import AbInitio
 from cryohydra.io.batches import ParticleBatches
 from cryohydra.io.errors import InputFileError
@@ -27,6 +27,7 @@ from cryohydra.io.run_folder import RUN_FILE
 from cryohydra.io.star import read_star
 from cryohydra.jobs.abinitio import JobOptions, run_job
 from cryohydra.metrics.pose_error import pose_errors
+from cryohydra.models.volume import HartleyVolume
 
 N = 256  # particles of each structure (conftest's mixture)
 
@@ -141,6 +142,38 @@ def test_a_class_map_is_made_from_its_members_alone(mixture):
 
     assert correlation(ours, alone) > 0.999
     assert correlation(every, alone) < 0.99  # the other structure's particles weigh in
+
+
+def test_the_class_search_reassigns_and_rebuilds_every_round(mixture):
+    particles = read_star(mixture)
+    rotations, shifts = (torch.from_numpy(a).float() for a in particles.require_poses())
+    data = ParticleBatches(particles.with_poses(None, None))
+    truth = torch.arange(2 * N) >= N  # class 1: beta-galactosidase
+    start = truth ^ (torch.rand(2 * N, generator=torch.Generator().manual_seed(0)) < 0.4)
+    volumes = [HartleyVolume(data.working_box) for _ in range(2)]
+    for klass, volume in enumerate(volumes):  # maps of 40 % the other structure
+        members = start == bool(klass)
+        volume.load_map(known_pose_map(data, rotations, shifts, 15.0, members=members))
+    pure = [known_pose_map(data, rotations, shifts, 15.0, members=truth == bool(k)) for k in (0, 1)]
+    both = rotations[:, None].expand(-1, 2, -1, -1)
+    found = class_projection_matching(
+        volumes,
+        data,
+        both.clone(),
+        shifts[:, None].expand(-1, 2, -1).clone(),
+        start.long(),
+        resolution_a=15.0,
+        nside=1,
+        rounds=3,
+        converged=0.0,
+        candidates=both[:, :, None],  # the true pose is among each image's options
+    )
+    assert found.rotations.shape == (2 * N, 2, 3, 3) and found.errors.shape == (2 * N, 2)
+    assert 0.3 < found.class_changed[0] < 0.5  # the 40 % put wrong move in the first round
+    assert float((found.classes == truth.long()).double().mean()) > 0.99  # measured 1.0
+    for volume, own in zip(volumes, pure, strict=True):  # rebuilt from their new members
+        correlation = torch.corrcoef(torch.stack([volume.to_map().flatten(), own.flatten()]))
+        assert float(correlation[0, 1]) > 0.99
 
 
 def test_what_several_classes_do_not_do_yet(mixture, tmp_path):

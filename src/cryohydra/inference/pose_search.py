@@ -37,10 +37,12 @@ from cryohydra.reconstruct.backproject import Accumulator, wiener_maps
 
 __all__ = [
     "SCALE_LIMITS",
+    "ClassSearchResult",
     "SearchResult",
     "amplitude_factors",
     "normalised_amplitudes",
     "best_grid_poses",
+    "class_projection_matching",
     "grid_errors",
     "grid_spacing_deg",
     "local_offsets",
@@ -338,6 +340,7 @@ def projection_matching(
     context: Context | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
     members: torch.Tensor | None = None,
+    rebuild: bool = True,
 ) -> SearchResult:
     """Iterative projection matching at ``resolution_a``.
 
@@ -398,7 +401,10 @@ def projection_matching(
         hartley = volume.hartley()
         found = torch.empty(n, 3, 3, device=device)
         found_shifts = shifts.clone()
-        halves = [Accumulator.zeros(box, device, radius, volume.operators) for _ in range(2)]
+        halves = [
+            Accumulator.zeros(box, device, radius, volume.operators)
+            for _ in range(2 if rebuild else 0)
+        ]
         error_sum = 0.0
         for start in range(0, n, batch_size):
             if on_batch is not None:
@@ -444,9 +450,11 @@ def projection_matching(
             error_sum += float(errors.double().sum())
             found_shifts[rows] = moved_shifts
             source[rows] = origin
-            chosen = None if members is None else members[rows]
-            _add_to_halves(halves, batch, best, moved_shifts, data, chosen)
-        _sum_over_ranks(halves, context)
+            if rebuild:
+                chosen = None if members is None else members[rows]
+                _add_to_halves(halves, batch, best, moved_shifts, data, chosen)
+        if rebuild:
+            _sum_over_ranks(halves, context)
         weights = torch.ones(n, dtype=torch.float64, device=device)
         if amplitudes:
             scale = torch.as_tensor(data.particles.require_ctf().scale, device=device) * factors
@@ -465,7 +473,8 @@ def projection_matching(
         counted = context.sum_float(float(weights.sum()))
         changed.append(context.sum_float(n_changed) / counted if counted > 0 else 0.0)
         current, shifts = found, found_shifts
-        volume.load_map(wiener_maps(*halves)[0].to(device))
+        if rebuild:
+            volume.load_map(wiener_maps(*halves)[0].to(device))
         if changed[-1] <= converged:
             break
     assert current is not None
@@ -483,4 +492,142 @@ def projection_matching(
         context.sum_float(error_sum) / total / grid.n_points,
         time.perf_counter() - start_time,
         last_errors,
+    )
+
+
+@dataclass
+class ClassSearchResult:
+    """What a global search in several classes' maps found (:func:`class_projection_matching`).
+
+    Attributes:
+        rotations: ``(N, K, 3, 3)`` each image's best rotation in each class's map.
+        shifts_a: ``(N, K, 2)`` Å its shift there.
+        classes: ``(N,)`` each image's class (the map that explained it best).
+        changed: for each round, the largest over the classes of the fraction of a class's
+            members whose pose moved by more than half the grid's spacing.
+        class_changed: for each round, the fraction of images that changed class.
+        settled: the last round moved at most the ``converged`` fraction of poses and classes.
+        seconds: the time taken.
+        errors: ``(N, K)`` each image's error at its pose in each map in the last round.
+    """
+
+    rotations: torch.Tensor
+    shifts_a: torch.Tensor
+    classes: torch.Tensor
+    changed: list[float]
+    class_changed: list[float]
+    settled: bool
+    seconds: float
+    errors: torch.Tensor
+
+
+def class_projection_matching(
+    volumes: list[HartleyVolume],
+    data: ParticleBatches,
+    rotations: torch.Tensor,
+    shifts_a: torch.Tensor,
+    classes: torch.Tensor,
+    resolution_a: float,
+    nside: int,
+    rounds: int,
+    converged: float,
+    candidates: torch.Tensor | None = None,
+    refine: bool = False,
+    max_shift_a: float | None = None,
+    context: Context | None = None,
+    on_batch: Callable[[int, int, int, int], None] | None = None,
+) -> ClassSearchResult:
+    """Iterative projection matching in ``K`` maps at once, with hard class assignment
+    (``--classes``; 3D classification by global search, as RELION's with one pose per class).
+
+    Each round searches every image in every class's map (:func:`projection_matching`, one
+    round: the grid, the image's ``candidates`` in that class and its pose of the previous
+    round), gives each image the class whose map explained it best, then rebuilds each map
+    from its members at their poses (:func:`known_pose_map`; a class left empty keeps its
+    map). Reassigning in every round, rather than once after each class's own search, lets
+    the maps purify one another: on two structures of similar size (HSP90 and 6UO9, 64 px,
+    SNR 0.1) a single reassignment left the encoder's classes as they were (0.73 in the
+    right class) where joint rounds reached 0.92 after 16 (``docs/classes.md``). Stops after
+    ``rounds`` or once at most ``converged`` of the images changed class and of each class's
+    members moved pose.
+
+    Args:
+        volumes: the ``K`` maps, replaced by their reconstructions.
+        rotations: ``(N, K, 3, 3)`` starting rotations in each map.
+        shifts_a: ``(N, K, 2)`` Å starting shifts.
+        classes: ``(N,)`` starting classes (int64, ``0 .. K - 1``).
+        candidates: ``(N, K, C, 3, 3)`` rotations each image also tries in each class's map
+            in every round (e.g. the encoder's heads of that class).
+        on_batch: ``(class, round, images done, images)``, called after every batch.
+        Other arguments as :func:`projection_matching`.
+    """
+    context = context or Context()
+    start_time = time.perf_counter()
+    k = len(volumes)
+    rotations = rotations.clone()
+    shifts = shifts_a.clone()
+    errors = torch.zeros(len(classes), k, dtype=torch.float64, device=classes.device)
+    changed: list[float] = []
+    class_changed: list[float] = []
+    total = context.sum_float(float(len(classes)))
+    for round_ in range(rounds):
+        moved = []
+        for klass, volume in enumerate(volumes):
+            tried = [] if candidates is None else [candidates[:, klass]]
+            if round_ > 0:
+                tried.append(rotations[:, klass, None])
+
+            def show(_: int, done: int, n: int, klass: int = klass, round_: int = round_) -> None:
+                if on_batch is not None:
+                    on_batch(klass, round_, done, n)
+
+            found = projection_matching(
+                volume,
+                data,
+                shifts[:, klass],
+                resolution_a,
+                nside,
+                1,
+                converged,
+                rotations=rotations[:, klass],
+                candidates=torch.cat(tried, dim=1) if tried else None,
+                refine=refine,
+                max_shift_a=max_shift_a,
+                context=context,
+                on_batch=show,
+                members=classes == klass,
+                rebuild=False,
+            )
+            rotations[:, klass], shifts[:, klass] = found.rotations, found.shifts_a
+            errors[:, klass] = found.errors
+            moved.append(found.changed[-1])
+        assigned = errors.argmin(dim=1)
+        class_changed.append(context.sum_float(float((assigned != classes).sum())) / total)
+        changed.append(max(moved))
+        classes = assigned
+        for klass, volume in enumerate(volumes):
+            members = classes == klass
+            if context.sum_float(float(members.sum())) > 0:
+                volume.load_map(
+                    known_pose_map(
+                        data,
+                        rotations[:, klass],
+                        shifts[:, klass],
+                        resolution_a,
+                        context=context,
+                        symmetry=volume.operators,
+                        members=members,
+                    )
+                )
+        if changed[-1] <= converged and class_changed[-1] <= converged:
+            break
+    return ClassSearchResult(
+        rotations,
+        shifts,
+        classes,
+        changed,
+        class_changed,
+        bool(changed and changed[-1] <= converged and class_changed[-1] <= converged),
+        time.perf_counter() - start_time,
+        errors,
     )

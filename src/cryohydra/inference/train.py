@@ -49,6 +49,7 @@ from cryohydra.inference.objective import (
 )
 from cryohydra.inference.pose_search import (
     SCALE_LIMITS,
+    class_projection_matching,
     known_pose_map,
     normalised_amplitudes,
     projection_matching,
@@ -752,9 +753,10 @@ class AbInitio:
         (``search_rounds``), and drop the encoder. Returns the search's record, if any.
         ``bar``: the run's progress bar, which shows the search's round and images.
 
-        With several classes each class's map is searched by every image (a pose in each
-        class) and rebuilt from its members (the encoder's classes); each particle then
-        joins the class whose map explained it best in the last round."""
+        With several classes every image is searched in every class's map (a pose in each
+        class), starting from the encoder's classes; each round then gives each particle the
+        class whose map explained it best and rebuilds each map from its members
+        (:meth:`_search_classes`)."""
         config = self.config
         use = config.search_rounds > 0 and config.search_candidates
         candidates = self.encoder_pass(epoch, keep_candidates=use)
@@ -776,7 +778,7 @@ class AbInitio:
             self.switch_snapshot["classes"] = self._gather(self.classes).detach().clone()
         rotations, shifts, searched = self.table.rotations, self.table.shifts_a, None
         if config.search_rounds > 0 and self.n_classes == 1:
-            rotations, shifts, searched, _ = self._search(
+            rotations, shifts, searched = self._search(
                 epoch, bar, self.volume, rotations, shifts, candidates
             )
         elif config.search_rounds > 0:
@@ -789,40 +791,69 @@ class AbInitio:
             searched = {**(searched or {}), "amplitude_scale": self.update_amplitude_scales(epoch)}
         return searched
 
+    def _search_stages(self, epoch: int) -> list[float]:
+        """The resolutions (Å) of the switch's search: ``search_coarse_resolution_a`` first if
+        set (and coarser), then the loss's resolution at ``epoch``."""
+        resolution_a = self.loss_resolution_a(epoch)
+        coarse_a = self.config.search_coarse_resolution_a
+        if coarse_a is None or coarse_a <= resolution_a:
+            return [resolution_a]
+        return [coarse_a, resolution_a]
+
     def _search_classes(
         self, epoch: int, bar: tqdm | None, candidates: torch.Tensor | None
     ) -> tuple[torch.Tensor, torch.Tensor, dict]:
-        """The switch's search in each class's map (see :meth:`switch`): the pose table's
-        rows ``(n K, 3, 3)``, ``(n K, 2)`` and the record (each class's, and the worst)."""
+        """The switch's search in every class's map at once, reassigning the classes in every
+        round (:func:`class_projection_matching`; see :meth:`switch`): coarse first if
+        ``search_coarse_resolution_a`` asks, then at the loss's resolution. Returns the pose
+        table's rows ``(n K, 3, 3)``, ``(n K, 2)`` and the record."""
+        config = self.config
+        assert self.encoder is not None
         k = self.n_classes
-        rotations = self.table.rotations.view(-1, k, 3, 3).clone()
-        shifts = self.table.shifts_a.view(-1, k, 2).clone()
-        errors = torch.empty(len(self.classes), k, dtype=torch.float64, device=self.device)
-        records = []
-        for klass in range(k):
-            own = None if candidates is None else candidates.unflatten(1, (k, -1))[:, klass]
-            found = self._search(
-                epoch,
-                bar,
-                self.volumes[klass],
-                rotations[:, klass],
-                shifts[:, klass],
-                own,
-                members=self.classes == klass,
-                label=f"class {klass + 1}/{k} ",
+        rotations = self.table.rotations.view(-1, k, 3, 3)
+        shifts = self.table.shifts_a.view(-1, k, 2)
+        own = None if candidates is None else candidates.unflatten(1, (k, -1))
+        searched: dict = {}
+        for stage_resolution_a in self._search_stages(epoch):
+
+            def show(klass: int, round_: int, done: int, n: int, at=stage_resolution_a) -> None:
+                if bar is not None:
+                    bar.set_description(
+                        f"epoch {epoch}/{config.epochs} pose search in {k} classes at "
+                        f"{at:.0f} Å, round {round_ + 1}/{config.search_rounds}, "
+                        f"class {klass + 1}"
+                    )
+                    bar.set_postfix_str(f"{done}/{n} img", refresh=True)
+
+            found = class_projection_matching(
+                list(self.volumes),
+                self.data,
+                rotations,
+                shifts,
+                self.classes,
+                stage_resolution_a,
+                config.search_nside,
+                config.search_rounds,
+                config.search_converged,
+                candidates=own,
+                refine=config.search_refine,
+                max_shift_a=self.encoder.max_shift_a if config.predict_shifts else 0.0,
+                context=self.context,
+                on_batch=show,
             )
-            rotations[:, klass], shifts[:, klass], record, errors[:, klass] = found
-            records.append(record)
-        self.classes = errors.argmin(dim=1)
-        worst = max(records, key=lambda r: r["changed"][-1] if r["changed"] else 0.0)
-        searched = {
-            "resolution_a": records[0]["resolution_a"],
-            "changed": worst["changed"],
-            "settled": all(r["settled"] for r in records),
-            "seconds": sum(r["seconds"] for r in records),
-            "class_sizes": self.class_sizes(),
-            "classes": records,
-        }
+            rotations, shifts, self.classes = found.rotations, found.shifts_a, found.classes
+            if searched:  # the coarse stage, kept apart
+                searched = {"coarse": searched}
+            searched.update(
+                {
+                    "resolution_a": stage_resolution_a,
+                    "changed": found.changed,
+                    "class_changed": found.class_changed,
+                    "settled": found.settled,
+                    "seconds": found.seconds,
+                    "class_sizes": self.class_sizes(),
+                }
+            )
         return rotations.reshape(-1, 3, 3), shifts.reshape(-1, 2), searched
 
     def _search(
@@ -833,28 +864,19 @@ class AbInitio:
         rotations: torch.Tensor,
         shifts: torch.Tensor,
         candidates: torch.Tensor | None,
-        members: torch.Tensor | None = None,
-        label: str = "",
-    ) -> tuple[torch.Tensor, torch.Tensor, dict, torch.Tensor]:
-        """Global search (:func:`projection_matching`) in ``volume``, which it rebuilds (from
-        ``members``, if given): coarse first if ``search_coarse_resolution_a`` asks, then at
-        the loss's resolution. Returns the rotations, shifts, the record and each image's
-        error in the last round."""
+    ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """Global search (:func:`projection_matching`) in ``volume``, which it rebuilds:
+        coarse first if ``search_coarse_resolution_a`` asks, then at the loss's resolution.
+        Returns the rotations, shifts and the record."""
         config = self.config
         assert self.encoder is not None
         searched: dict = {}
-        resolution_a = self.loss_resolution_a(epoch)
-        coarse_a = config.search_coarse_resolution_a
-        stages = [resolution_a] if coarse_a is None else [max(coarse_a, resolution_a)]
-        if stages[0] != resolution_a:  # coarse first, then at the loss's resolution
-            stages.append(resolution_a)
-        errors = torch.zeros(len(shifts), dtype=torch.float64, device=self.device)
-        for stage_resolution_a in stages:
+        for stage_resolution_a in self._search_stages(epoch):
 
             def show(round_: int, done: int, n: int, at: float = stage_resolution_a) -> None:
                 if bar is not None:
                     bar.set_description(
-                        f"epoch {epoch}/{config.epochs} {label}pose search at {at:.0f} Å, "
+                        f"epoch {epoch}/{config.epochs} pose search at {at:.0f} Å, "
                         f"round {round_ + 1}/{config.search_rounds}"
                     )
                     bar.set_postfix_str(f"{done}/{n} img", refresh=True)
@@ -874,9 +896,8 @@ class AbInitio:
                 amplitudes=config.amplitude_scale,
                 context=self.context,
                 on_batch=show,
-                members=members,
             )
-            rotations, shifts, errors = found.rotations, found.shifts_a, found.errors
+            rotations, shifts = found.rotations, found.shifts_a
             if searched:  # the coarse stage, kept apart
                 searched = {"coarse": searched}
             searched.update(
@@ -889,7 +910,7 @@ class AbInitio:
                     "seconds": found.seconds,
                 }
             )
-        return rotations, shifts, searched, errors
+        return rotations, shifts, searched
 
     @torch.no_grad()
     def into_group_frame(
