@@ -122,8 +122,9 @@ class ReconstructConfig:
             volume is.
         classes: ``K`` maps learned side by side (multi-class ab initio, ``docs/classes.md``).
             The encoder has ``K x M`` heads, head ``j`` proposing poses in class ``j // M``,
-            and the winner-takes-all runs over the (head, class) pairs; at the switch each
-            class's map is searched by every image and rebuilt from its members; in
+            and the winner-takes-all runs over the (head, class) pairs; at the switch every
+            image is searched in every class's map, and each round of the search reassigns
+            the classes and rebuilds each map from its members; in
             auto-decoding every particle keeps a pose in each class, refined by the pose
             steps, and its class is the one whose map explains its image best, reassigned at
             each visit (hard assignment). A class left with under ``MIN_CLASS_FRACTION`` of
