@@ -125,6 +125,21 @@ def test_an_empty_class_is_reseeded_from_the_worst_fitting_half_of_the_largest(m
     assert run.reseed_classes(run.config.epochs) == []  # nothing would train it after the last
 
 
+def test_a_map_without_members_in_a_batch_stays_put(mixture):
+    particles = read_star(mixture).with_poses(None, None).subset(np.r_[0:64, N : N + 64])
+    run = AbInitio(particles, _config(epochs=3, switch=1, n_heads=2, search_rounds=2))
+    for _ in range(2):  # amortized, the switch, then auto-decoding: both maps have moments
+        run.run_epoch(tqdm(disable=True))
+    assert run.volume_optimizer.state[run.volumes[1].mantissa]["exp_avg"].abs().max() > 0
+    box = run.data.working_box
+    run.volumes[1].load_map(torch.full((box, box, box), 1e3))  # explains no image
+    before = [p.detach().clone() for p in run.volumes[1].parameters()]
+    run.auto_decoding_epoch(3, tqdm(disable=True))
+    assert run.class_sizes()[1] == 0
+    for now, then in zip(run.volumes[1].parameters(), before, strict=True):
+        assert torch.equal(now, then)  # Adam's old moments did not move it
+
+
 def test_a_class_map_is_made_from_its_members_alone(mixture):
     particles = read_star(mixture)
     rotations, shifts = (torch.from_numpy(a).float() for a in particles.require_poses())

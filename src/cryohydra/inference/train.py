@@ -373,6 +373,17 @@ class AbInitio:
         self.winners[rows] = winner
         self.classes[rows] = winner // heads
 
+    def _rest_idle_maps(self, classes: torch.Tensor) -> None:
+        """Drop the gradients of the maps of the classes that no image of the batch
+        (``classes`` ``(B,)``, on any rank) belongs to: their gradient is zero, and Adam would
+        still move them on their old moments."""
+        if self.n_classes == 1:
+            return
+        counts = torch.bincount(classes, minlength=self.n_classes).to(torch.float64)
+        for klass in (self.context.sum(counts) == 0).nonzero()[:, 0].tolist():
+            for parameter in self.volumes[klass].parameters():
+                parameter.grad = None
+
     def epoch_batches(self, epoch: int) -> list[np.ndarray]:
         """This rank's batches of ``epoch`` (row indices), in training order."""
         config = self.config
@@ -404,6 +415,7 @@ class AbInitio:
             self.encoder_optimizer.zero_grad(set_to_none=True)
             self.volume_optimizer.zero_grad(set_to_none=True)
             loss.mean().backward()
+            self._rest_idle_maps(winner // self.config.heads)
             self.encoder_optimizer.step()
             self.volume_optimizer.step()
             self._record(batch.rows, rotations, shifts, errors, winner)
@@ -557,6 +569,7 @@ class AbInitio:
             loss = errors.gather(1, self.classes[batch.rows][:, None])[:, 0]
             self.volume_optimizer.zero_grad(set_to_none=True)
             loss.mean().backward()
+            self._rest_idle_maps(self.classes[batch.rows])
             self.volume_optimizer.step()
             hartleys = [volume.hartley().detach() for volume in self.volumes]
             self.fit_losses[batch.rows] = loss.detach()
