@@ -34,6 +34,14 @@ def test_each_sign_of_trouble_is_reported_once_with_advice():
     assert all(w.advice and "Try:" in str(w) for w in warnings)
 
 
+def test_a_class_search_that_did_not_settle_says_which_measure_moved():
+    records = _records(settled=False)
+    records[1]["pose_search"]["class_changed"] = [0.2, 0.05, 0.031]
+    (warning,) = convergence_warnings([records], 7.0, 7.0)
+    assert "9.0 % of a class's members" in warning.message
+    assert "3.1 % of the images changed class" in warning.message
+
+
 def test_only_the_last_epoch_counts_for_moving_poses_and_limits_are_inclusive():
     assert convergence_warnings([_records(moved=MOVING_LIMIT)], 7.0, 7.0) == []
     assert convergence_warnings([_records()], HALF_MAP_LIMIT * 7.0, 7.0) == []

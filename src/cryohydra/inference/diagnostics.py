@@ -64,11 +64,16 @@ def _search_warning(records: list[dict]) -> Warning_ | None:
         if search is None or search.get("settled", True):
             continue
         changed = search["changed"]
+        moves = f"{100 * changed[-1]:.1f} % of the images still changed pose"
+        if "class_changed" in search:  # --classes: poses within a class, and classes
+            moves = (
+                f"{100 * changed[-1]:.1f} % of a class's members still changed pose and "
+                f"{100 * search['class_changed'][-1]:.1f} % of the images changed class"
+            )
         return Warning_(
             "search_not_settled",
             f"the global pose search at the switch (epoch {record['epoch']}) did not settle: "
-            f"{100 * changed[-1]:.1f} % of the images still changed pose in its last round "
-            f"(round {len(changed)}).",
+            f"{moves} in its last round (round {len(changed)}).",
             "more rounds (--search-rounds), or " + _ADVICE,
         )
     return None

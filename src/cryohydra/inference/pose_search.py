@@ -521,6 +521,7 @@ class ClassSearchResult:
     errors: torch.Tensor
 
 
+@torch.no_grad()
 def class_projection_matching(
     volumes: list[HartleyVolume],
     data: ParticleBatches,
