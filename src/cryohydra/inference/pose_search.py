@@ -242,20 +242,42 @@ def known_pose_map(
     one round of :func:`projection_matching`; sums added over the ranks of a torchrun run),
     with each image at every mate of its pose under ``symmetry`` ``(G, 3, 3)`` if given;
     from the images where ``members`` ``(N,)`` bool is true, if given (one class's)."""
-    context = context or Context()
+    classes = None if members is None else torch.where(members, 0, -1)
+    (halves,) = _class_halves(
+        data, rotations[:, None], shifts_a[:, None], classes, resolution_a, batch_size, symmetry
+    )
+    _sum_over_ranks(halves, context or Context())
+    return wiener_maps(*halves)[0].to(shifts_a.device)
+
+
+def _class_halves(
+    data: ParticleBatches,
+    rotations: torch.Tensor,
+    shifts_a: torch.Tensor,
+    classes: torch.Tensor | None,
+    resolution_a: float,
+    batch_size: int,
+    symmetry: torch.Tensor | None,
+) -> list[list[Accumulator]]:
+    """Each of ``K`` classes' two half-set sums (this rank's), from one pass over ``data``:
+    class ``k`` from the images whose ``classes`` ``(N,)`` is ``k`` (None: every image, one
+    class) at their poses in it, ``(N, K, 3, 3)``, ``(N, K, 2)`` Å."""
     device = shifts_a.device
     box = data.working_box
     grid = data.grid_at(resolution_a)
     radius = _reconstruction_radius(grid)
-    halves = [Accumulator.zeros(box, device, radius, symmetry) for _ in range(2)]
+    k = rotations.shape[1]
+    halves = [
+        [Accumulator.zeros(box, device, radius, symmetry) for _ in range(2)] for _ in range(k)
+    ]
     n = len(data)
     for start in range(0, n, batch_size):
         batch = data.load(np.arange(start, min(n, start + batch_size)), grid)
         rows = batch.rows
-        chosen = None if members is None else members[rows]
-        _add_to_halves(halves, batch, rotations[rows], shifts_a[rows], data, chosen)
-    _sum_over_ranks(halves, context)
-    return wiener_maps(*halves)[0].to(device)
+        for klass, pair in enumerate(halves):
+            chosen = None if classes is None else classes[rows] == klass
+            _add_to_halves(pair, batch, rotations[rows, klass], shifts_a[rows, klass], data, chosen)
+    return halves
 
 
 def _own_slices(
@@ -606,20 +628,12 @@ def class_projection_matching(
         class_changed.append(context.sum_float(float((assigned != classes).sum())) / total)
         changed.append(max(moved))
         classes = assigned
-        for klass, volume in enumerate(volumes):
-            members = classes == klass
-            if context.sum_float(float(members.sum())) > 0:
-                volume.load_map(
-                    known_pose_map(
-                        data,
-                        rotations[:, klass],
-                        shifts[:, klass],
-                        resolution_a,
-                        context=context,
-                        symmetry=volume.operators,
-                        members=members,
-                    )
-                )
+        group = volumes[0].operators
+        sums = _class_halves(data, rotations, shifts, classes, resolution_a, 512, group)
+        for klass, (volume, halves) in enumerate(zip(volumes, sums, strict=True)):
+            _sum_over_ranks(halves, context)
+            if context.sum_float(float((classes == klass).sum())) > 0:
+                volume.load_map(wiener_maps(*halves)[0].to(classes.device))
         if changed[-1] <= converged and class_changed[-1] <= converged:
             break
     return ClassSearchResult(
