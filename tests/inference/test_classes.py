@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
+import roma
 import torch
 from tqdm import tqdm
 
@@ -164,27 +165,33 @@ def test_the_class_search_reassigns_and_rebuilds_every_round(mixture):
     rotations, shifts = (torch.from_numpy(a).float() for a in particles.require_poses())
     data = ParticleBatches(particles.with_poses(None, None))
     truth = torch.arange(2 * N) >= N  # class 1: beta-galactosidase
-    start = truth ^ (torch.rand(2 * N, generator=torch.Generator().manual_seed(0)) < 0.4)
+    start = truth ^ (torch.rand(2 * N, generator=torch.Generator().manual_seed(0)) < 0.48)
+    turn = roma.rotvec_to_rotmat(torch.tensor([0.0, 0.9, 0.4]))
+    in_frame = torch.stack([rotations, rotations @ turn], dim=1)  # class 1's map turned
     volumes = [HartleyVolume(data.working_box) for _ in range(2)]
-    for klass, volume in enumerate(volumes):  # maps of 40 % the other structure
+    for klass, volume in enumerate(volumes):  # maps of 48 % the other structure
         members = start == bool(klass)
-        volume.load_map(known_pose_map(data, rotations, shifts, 15.0, members=members))
-    pure = [known_pose_map(data, rotations, shifts, 15.0, members=truth == bool(k)) for k in (0, 1)]
-    both = rotations[:, None].expand(-1, 2, -1, -1)
+        volume.load_map(known_pose_map(data, in_frame[:, klass], shifts, 15.0, members=members))
+    pure = [
+        known_pose_map(data, in_frame[:, k], shifts, 15.0, members=truth == bool(k)) for k in (0, 1)
+    ]
     found = class_projection_matching(
         volumes,
         data,
-        both.clone(),
+        in_frame.clone(),
         shifts[:, None].expand(-1, 2, -1).clone(),
         start.long(),
         resolution_a=15.0,
         nside=1,
         rounds=3,
         converged=0.0,
-        candidates=both[:, :, None],  # the true pose is among each image's options
+        candidates=in_frame[:, :, None],  # the true pose in each map's frame among the options
     )
     assert found.rotations.shape == (2 * N, 2, 3, 3) and found.errors.shape == (2 * N, 2)
-    assert 0.3 < found.class_changed[0] < 0.5  # the 40 % put wrong move in the first round
+    # one reassignment leaves 11.5 % wrong (measured: 0.885 right after the first round); the
+    # maps rebuilt from it sort the rest in the second
+    assert 0.3 < found.class_changed[0] < 0.45  # measured 0.377
+    assert found.class_changed[1] > 0.06  # measured 0.115
     assert float((found.classes == truth.long()).double().mean()) > 0.99  # measured 1.0
     for volume, own in zip(volumes, pure, strict=True):  # rebuilt from their new members
         correlation = torch.corrcoef(torch.stack([volume.to_map().flatten(), own.flatten()]))
