@@ -198,6 +198,35 @@ def test_the_class_search_reassigns_and_rebuilds_every_round(mixture):
         assert float(correlation[0, 1]) > 0.99
 
 
+def test_the_class_search_pools_the_pose_change_over_the_classes(mixture):
+    # 32 of one class's 256 images start far from their pose and find it (a candidate): 32 of
+    # all 512 moved, not 32 of the class's 256, so that a small class cannot hold the search
+    particles = read_star(mixture)
+    rotations, shifts = (torch.from_numpy(a).float() for a in particles.require_poses())
+    data = ParticleBatches(particles.with_poses(None, None))
+    truth = (torch.arange(2 * N) >= N).long()
+    volumes = [HartleyVolume(data.working_box) for _ in range(2)]
+    for klass, volume in enumerate(volumes):
+        volume.load_map(known_pose_map(data, rotations, shifts, 15.0, members=truth == klass))
+    both = rotations[:, None].expand(-1, 2, -1, -1)
+    start = both.clone()
+    start[N : N + 32, 1] = roma.random_rotmat(32, generator=torch.Generator().manual_seed(1))
+    found = class_projection_matching(
+        volumes,
+        data,
+        start,
+        shifts[:, None].expand(-1, 2, -1).clone(),
+        truth,
+        resolution_a=15.0,
+        nside=1,
+        rounds=1,
+        converged=0.0,
+        candidates=both[:, :, None],
+    )
+    assert found.class_changed == [0.0]
+    assert found.changed[0] == pytest.approx(32 / (2 * N), abs=2 / (2 * N))  # measured 32
+
+
 def test_what_several_classes_do_not_do_yet(mixture, tmp_path):
     for refused in (dict(symmetry="C2"), dict(amplitude_scale=True), dict(mode="amortized")):
         with pytest.raises(ValueError, match="--classes 2"):

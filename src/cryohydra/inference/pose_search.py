@@ -525,8 +525,9 @@ class ClassSearchResult:
         rotations: ``(N, K, 3, 3)`` each image's best rotation in each class's map.
         shifts_a: ``(N, K, 2)`` Å its shift there.
         classes: ``(N,)`` each image's class (the map that explained it best).
-        changed: for each round, the largest over the classes of the fraction of a class's
-            members whose pose moved by more than half the grid's spacing.
+        changed: for each round, the fraction of the images whose pose in their class's map
+            moved by more than half the grid's spacing (pooled over the classes, so that a
+            small class does not hold the search alone).
         class_changed: for each round, the fraction of images that changed class.
         settled: the last round moved at most the ``converged`` fraction of poses and classes.
         seconds: the time taken.
@@ -571,8 +572,8 @@ def class_projection_matching(
     the maps purify one another: on two structures of similar size (HSP90 and 6UO9, 64 px,
     SNR 0.1) a single reassignment left the encoder's classes as they were (0.73 in the
     right class) where joint rounds reached 0.92 after 16 (``docs/classes.md``). Stops after
-    ``rounds`` or once at most ``converged`` of the images changed class and of each class's
-    members moved pose.
+    ``rounds`` or once at most ``converged`` of the images changed class and of the images
+    moved pose in their class's map.
 
     Args:
         volumes: the ``K`` maps, replaced by their reconstructions.
@@ -623,10 +624,11 @@ def class_projection_matching(
             )
             rotations[:, klass], shifts[:, klass] = found.rotations, found.shifts_a
             errors[:, klass] = found.errors
-            moved.append(found.changed[-1])
+            members = context.sum_float(float((classes == klass).sum()))
+            moved.append(found.changed[-1] * members)
         assigned = errors.argmin(dim=1)
         class_changed.append(context.sum_float(float((assigned != classes).sum())) / total)
-        changed.append(max(moved))
+        changed.append(sum(moved) / total)
         classes = assigned
         group = volumes[0].operators
         sums = _class_halves(data, rotations, shifts, classes, resolution_a, 512, group)
