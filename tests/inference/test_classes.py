@@ -16,6 +16,8 @@ from tqdm import tqdm
 
 from cryohydra.analysis.model import load_amortized_model
 from cryohydra.cli.main import main as cli
+from cryohydra.geometry.rotations import geodesic_distance
+from cryohydra.geometry.symmetry import asymmetric_unit_mask, point_group
 from cryohydra.inference.config import ReconstructConfig
 from cryohydra.inference.pose_search import class_projection_matching, known_pose_map
 from cryohydra.inference.train import AbInitio
@@ -27,6 +29,7 @@ from cryohydra.io.particles import concatenate
 from cryohydra.io.run_folder import RUN_FILE
 from cryohydra.io.star import read_star
 from cryohydra.jobs.abinitio import JobOptions, run_job
+from cryohydra.metrics.map_alignment import rotate_map
 from cryohydra.metrics.pose_error import pose_errors
 from cryohydra.models.volume import HartleyVolume
 
@@ -160,6 +163,54 @@ def test_a_class_map_is_made_from_its_members_alone(mixture):
     assert correlation(every, alone) < 0.99  # the other structure's particles weigh in
 
 
+def test_classes_with_an_imposed_group_and_estimated_amplitudes(mixture, tmp_path):
+    """Each class's map is turned onto the group's axes at the switch (a frame per class) and
+    imposes it; each particle's amplitude is fitted against its own class's map."""
+    particles = read_star(mixture).with_poses(None, None).subset(np.r_[0:64, N : N + 64])
+    config = _config(
+        epochs=2, switch=1, n_heads=2, search_rounds=2, symmetry="C4", amplitude_scale=True
+    )
+    out = tmp_path / "run"
+    run_job(particles, config, JobOptions(out, progress=False))
+    switched = json.loads((out / "log.jsonl").read_text().splitlines()[0])
+    frames = switched["pose_search"]["group_frame"]
+    assert [frame["group"] for frame in frames] == ["C4", "C4"]
+    found = read_star(out / "particles.star")
+    assert bool(asymmetric_unit_mask(torch.from_numpy(found.rotations), point_group("C4")).all())
+    scale = found.require_ctf().scale
+    classes = found.extra_columns["rlnClassNumber"]
+    assert scale.std() > 0.01 and abs(scale.mean() - 1.0) < 1e-3  # measured sd 0.27
+    for klass in (1, 2):  # against class 1's map alone: 0.5 and 1.5 (checked)
+        assert 0.8 < scale[classes == klass].mean() < 1.25  # measured 0.95, 1.06
+    quarter = point_group("C4")[1]
+    inner = (slice(1, None),) * 3
+    for klass in (1, 2):
+        volume = torch.from_numpy(np.asarray(read_map(out / f"class_{klass}" / "map.mrc")[0]))
+        turned = rotate_map(volume, quarter)
+        assert float((turned - volume)[inner].norm() / volume[inner].norm()) < 1e-5
+
+
+def test_each_class_is_turned_onto_the_group_axes_with_its_own_poses(mixture):
+    particles = read_star(mixture)
+    rotations, shifts = (torch.from_numpy(a).float() for a in particles.require_poses())
+    run = AbInitio(particles.with_poses(None, None), _config(symmetry="C4"))
+    turn = roma.rotvec_to_rotmat(torch.tensor([0.0, 0.9, 0.4]))
+    in_frame = torch.stack([rotations, rotations @ turn], dim=1)  # class 1's map turned
+    for klass, volume in enumerate(run.volumes):  # each class a structure, in its own frame
+        members = (torch.arange(2 * N) >= N) == bool(klass)
+        own = known_pose_map(run.data, in_frame[:, klass], shifts, 15.0, members=members)
+        volume.load_map(own)
+    table = in_frame.reshape(-1, 3, 3)
+    records, moved, _ = run.into_group_frame(1, table, shifts.repeat_interleave(2, dim=0))
+    turns = [record["turned_deg"] for record in records]
+    assert abs(turns[0] - turns[1]) > 10  # two frames: measured 13.9 and 50.8 degrees
+    before, after = table.view(-1, 2, 3, 3), moved.view(-1, 2, 3, 3)
+    for klass, turn in enumerate(turns):  # every pose in a class moved by its class's turn
+        angles = torch.rad2deg(geodesic_distance(after[:, klass], before[:, klass]))
+        assert torch.allclose(angles, torch.full_like(angles, turn), atol=0.05)
+    assert all(volume.operators is not None for volume in run.volumes)
+
+
 def test_the_class_search_reassigns_and_rebuilds_every_round(mixture):
     particles = read_star(mixture)
     rotations, shifts = (torch.from_numpy(a).float() for a in particles.require_poses())
@@ -228,9 +279,8 @@ def test_the_class_search_pools_the_pose_change_over_the_classes(mixture):
 
 
 def test_what_several_classes_do_not_do_yet(mixture, tmp_path):
-    for refused in (dict(symmetry="C2"), dict(amplitude_scale=True), dict(mode="amortized")):
-        with pytest.raises(ValueError, match="--classes 2"):
-            _config(**refused)
+    with pytest.raises(ValueError, match="--classes 2"):
+        _config(mode="amortized")
     with pytest.raises(ValueError, match="classes must be"):
         ReconstructConfig(classes=0)
     particles = read_star(mixture)

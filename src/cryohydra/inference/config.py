@@ -129,8 +129,9 @@ class ReconstructConfig:
             steps, and its class is the one whose map explains its image best, reassigned at
             each visit (hard assignment). A class left with under ``MIN_CLASS_FRACTION`` of
             the particles is re-seeded from the worst-fitting half of the largest class.
-            Costs about ``K`` times one class. Not yet with an imposed group, amplitude
-            estimation or given initial poses.
+            Costs about ``K`` times one class. With an imposed group each class's map is
+            turned onto the group's axes on its own at the switch. Only in the
+            semi-amortized mode; not yet with given initial poses or half-sets.
         seed: seeds the initial volume, the encoder and the batch order.
     """
 
@@ -184,18 +185,11 @@ class ReconstructConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.classes < 1:
             raise ValueError(f"classes must be >= 1, got {self.classes}")
-        if self.classes > 1:
-            refused = {
-                "mode": self.mode != "semi-amortized",
-                "symmetry": self.symmetry != "C1",
-                "amplitude_scale": self.amplitude_scale,
-            }
-            if any(refused.values()):
-                names = ", ".join(k for k, v in refused.items() if v)
-                raise ValueError(
-                    f"--classes {self.classes} works with the semi-amortized mode, C1 and no "
-                    f"amplitude estimation so far (got {names}; docs/classes.md)"
-                )
+        if self.classes > 1 and self.mode != "semi-amortized":
+            raise ValueError(
+                f"--classes {self.classes} works with the semi-amortized mode so far, not "
+                f"{self.mode} (docs/classes.md)"
+            )
         if self.starts < 1:
             raise ValueError(f"starts must be >= 1, got {self.starts}")
         if self.starts > 1 and not training.switches:

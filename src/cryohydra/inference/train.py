@@ -928,11 +928,12 @@ class AbInitio:
     @torch.no_grad()
     def into_group_frame(
         self, epoch: int, rotations: torch.Tensor, shifts_a: torch.Tensor
-    ) -> tuple[dict, torch.Tensor, torch.Tensor]:
-        """Before imposing the run's group at the switch: find its axes on the map of the
-        switch's C1 pose search (:func:`~cryohydra.metrics.symmetry.standard_orientation`),
-        turn and centre the map onto the group's RELION axes and move the poses ``(n, 3, 3)``,
-        ``(n, 2)`` Å along; the volume imposes the group from here.
+    ) -> tuple[dict | list[dict], torch.Tensor, torch.Tensor]:
+        """Before imposing the run's group at the switch: find its axes on each class's map of
+        the switch's C1 pose search (:func:`~cryohydra.metrics.symmetry.standard_orientation`),
+        turn and centre the map onto the group's RELION axes and move the poses in that class
+        along (``(n K, 3, 3)``, ``(n K, 2)`` Å: the pose table's rows); the maps impose the
+        group from here. The record: one dict, or one per class with ``--classes``.
 
         Imposing the group from the first epoch lets the particles settle in frames that
         differ by an element of the group's normaliser (a quarter turn about z for D2: the map
@@ -940,33 +941,40 @@ class AbInitio:
         amortized stage's map, before the search, found a wrong two-fold on HSP90 (score 0.76,
         78 degrees off at the end) where the map after the search is right
         (docs/symmetry.md)."""
-        found = None
-        if self.context.is_main:  # one rank aligns; every rank gets its result
-            found = standard_orientation(
-                self.volume.to_map().cpu(),
-                self.data.pixel_size_a,
-                self.config.symmetry,
-                resolution_a=self.loss_resolution_a(epoch),
+        k = self.n_classes
+        rotations = rotations.view(-1, k, 3, 3).clone()
+        shifts_a = shifts_a.view(-1, k, 2).clone()
+        records = []
+        for klass, volume in enumerate(self.volumes):
+            found = None
+            if self.context.is_main:  # one rank aligns; every rank gets its result
+                found = standard_orientation(
+                    volume.to_map().cpu(),
+                    self.data.pixel_size_a,
+                    self.config.symmetry,
+                    resolution_a=self.loss_resolution_a(epoch),
+                )
+            found = self.context.broadcast_object(found)
+            moved, moved_shifts = poses_into_reference_frame(
+                rotations[:, klass].cpu().double().numpy(),
+                shifts_a[:, klass].cpu().double().numpy(),
+                found,
             )
-        found = self.context.broadcast_object(found)
-        moved, moved_shifts = poses_into_reference_frame(
-            rotations.cpu().double().numpy(), shifts_a.cpu().double().numpy(), found
-        )
-        self.volume.load_map(found.aligned_map.to(self.device))
-        self.volume.impose(self.group)
-        angle = geodesic_distance(found.rotation, torch.eye(3, dtype=torch.float64))
-        record = {
-            "group": self.config.symmetry,
-            "score": found.correlation,
-            "turned_deg": float(torch.rad2deg(angle)),
-            "shift_a": [float(v) for v in found.shift_a],
-        }
-        as_tensor = {"device": self.device, "dtype": torch.float32}
-        return (
-            record,
-            torch.from_numpy(moved).to(**as_tensor),
-            torch.from_numpy(moved_shifts).to(**as_tensor),
-        )
+            rotations[:, klass] = torch.from_numpy(moved).to(rotations)
+            shifts_a[:, klass] = torch.from_numpy(moved_shifts).to(shifts_a)
+            volume.load_map(found.aligned_map.to(self.device))
+            volume.impose(self.group)
+            angle = geodesic_distance(found.rotation, torch.eye(3, dtype=torch.float64))
+            records.append(
+                {
+                    "group": self.config.symmetry,
+                    "score": found.correlation,
+                    "turned_deg": float(torch.rad2deg(angle)),
+                    "shift_a": [float(v) for v in found.shift_a],
+                }
+            )
+        record = records[0] if k == 1 else records
+        return record, rotations.reshape(-1, 3, 3), shifts_a.reshape(-1, 2)
 
     def enter_auto_decoding(self, rotations: torch.Tensor, shifts_a, epoch: int) -> None:
         """The pose table from these poses (``(n K, 3, 3)``, ``(n K, 2)`` Å: row ``i K + k``

@@ -221,13 +221,14 @@ def _train(
             winners if record["stage"] == AMORTIZED else None,
             classes,
         )
-        frame = (record.get("pose_search") or {}).get("group_frame")
-        if frame is not None:
+        frames = (record.get("pose_search") or {}).get("group_frame")
+        for klass, frame in enumerate([frames] if isinstance(frames, dict) else frames or []):
             log.info(
-                "imposing %s from epoch %d: its axes found on the map (score %.3f), map and "
+                "imposing %s from epoch %d: its axes found on the map%s (score %.3f), map and "
                 "poses turned by %.1f degrees onto RELION's axes",
                 frame["group"],
                 record["epoch"] + 1,
+                "" if isinstance(frames, dict) else f" of class {klass + 1}",
                 frame["score"],
                 frame["turned_deg"],
             )
