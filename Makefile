@@ -35,7 +35,8 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_simulate_projector.py
 
 # cryohydra, cryoDRGN and ASPIRE side by side (installs the peers into their own environments
-# under benchmarks/work/peers; about an hour on 2 cores; see benchmarks/compare.py).
+# under benchmarks/work/peers; 10,000 x 64 px, each method capped at 60 min: about 3 h on
+# 2 cores; --box 128 for the 128 px set; see benchmarks/compare.py).
 compare: $(STAMP)
 	$(PY) benchmarks/compare.py
 

@@ -6,18 +6,23 @@ What it does, from a fresh clone:
 1. Installs each peer, pinned, from the package registry into its own virtual environment
    under the ignored ``benchmarks/work/peers/`` (``torch==2.13.0`` first, the frozen versions
    of ``benchmarks/peers/requirements-*.txt`` as constraints), never into cryohydra's own.
-2. Simulates the data (``datasets.py``): the standard HSP90 set at 64 px (SNR 0.1, the
-   EMPIAR-10028 CTF, uniform orientations, centred) with ``--particles`` particles, and an SNR
-   sweep of the same structure (``--sweep-snrs``, ``--sweep-particles``). Every method gets
-   a STAR file without the true poses; the truth stays aside for the evaluation.
+2. Simulates the data (``datasets.py``): the standard HSP90 set (SNR 0.1, the EMPIAR-10028
+   CTF, uniform orientations, centred) with ``--particles`` particles (default 10,000) of
+   ``--box`` px (64 at 2.5 Å/px or 128 at 1.25 Å/px), and, if ``--sweep-snrs`` names any, an
+   SNR sweep of the same structure at 64 px (``--sweep-particles``). Every method gets a STAR
+   file without the true poses; the truth stays aside for the evaluation.
 3. Runs every method as its own process, one CPU thread each, ``--lanes`` processes at a time,
-   each stopped at the same wall-clock cap (``--cap-minutes``; 0: let each run its own
-   schedule to the end): cryohydra semi-amortized, amortized and cryoAI mode, ``orient``
-   (network trained on the same atomic model) and the known-pose map (the ceiling);
-   ``cryodrgn abinit --zdim 0`` with its explicit volume and with its neural one, and
-   ``cryodrgn abinit_homo_old``; ASPIRE common lines (``CLSyncVoting``, ``CommonlineIRLS``)
-   with its mean-volume reconstruction. On the sweep, cryohydra semi-amortized and both
-   ASPIRE methods, to show where each breaks.
+   each stopped at the same wall-clock cap (``--cap-minutes``, default 60; 0: let each run
+   its own schedule to the end): cryohydra semi-amortized (with ``--all-modes`` also its
+   amortized and cryoAI modes and ``orient``, a network trained on the same atomic model);
+   ``cryodrgn abinit --zdim 0`` with
+   its explicit volume and with its neural one, and ``cryodrgn abinit_homo_old``, each on its
+   default schedule (departures in :func:`cryodrgn_runs`); ASPIRE's route for noisy data:
+   class averages of every particle, common lines (``CLSyncVoting``, ``CommonlineIRLS``) on
+   them, each particle posed from its class, its mean-volume map
+   (``peers/aspire_classavg_run.py``); and two ceilings from the true poses, cryohydra's
+   ``backproject`` and cryoDRGN's ``backproject_voxel``. On the sweep, cryohydra
+   semi-amortized and ASPIRE common lines on 200 raw images, to show where each breaks.
 4. Measures for each: FSC 0.5 resolution against the true map after aligning the maps
    (hand included), median rotation error after global alignment (modulo HSP90's two-fold),
    wall time, CPU time and peak memory (RSS, from ``wait4``), and resolution against time from
@@ -31,7 +36,8 @@ Each finished run leaves ``done.json`` in its folder under ``benchmarks/work/com
 is not run again: an interrupted comparison started again with the same arguments goes on
 where it stopped (a run cut in the middle starts over). ``--rerun NAME`` forgets one.
 
-  python benchmarks/compare.py                       # everything, about an hour on 2 cores
+  python benchmarks/compare.py                       # 10,000 x 64 px: about 3 h on 2 cores
+  python benchmarks/compare.py --box 128             # 10,000 x 128 px
   python benchmarks/compare.py --only semi-amortized cryodrgn-explicit
   python benchmarks/compare.py --quick               # a small end-to-end check (minutes)
 """
@@ -138,11 +144,13 @@ class Data:
         return COMPARE / "data" / self.name / "ctf.pkl"
 
 
-def make_data(snr: float, n: int) -> Data:
-    name = f"{MODEL}_64px_centred_snr{snr:g}_{n}"
+def make_data(snr: float, n: int, box: int = 64) -> Data:
+    """HSP90 centred at SNR ``snr``, ``n`` particles of ``box`` px (``datasets.config``: 2.5 Å/px
+    at 64 px, 1.25 Å/px at 128 px: the same field of view)."""
+    name = f"{MODEL}_{box}px_centred_snr{snr:g}_{n}"
     folder = WORK / "datasets" / name
     if not (folder / "simulation.json").exists():
-        settings = replace(config(MODEL, shifted=False, n_particles=n), snr=snr)
+        settings = replace(config(MODEL, shifted=False, n_particles=n, box=box), snr=snr)
         simulate(settings, folder, force=True, progress=False)
     data = Data(name, folder, snr, n)
     if not data.input.exists():
@@ -173,7 +181,8 @@ class Run:
     command: list
     note: str = ""
     needs: str | None = None  # a peer environment
-    prepare: tuple[list, Path] | None = None  # (command, its output): run first, untimed
+    prepare: list[tuple[list, Path]] = field(default_factory=list)  # (command, its output):
+    # each run first, untimed, unless its output is there
     capped: bool = True
     extra: dict = field(default_factory=dict)
 
@@ -230,10 +239,11 @@ class Lanes:
         run.folder.mkdir(parents=True)
         env = _threads_env(self.threads)
         log = open(run.folder / "stdout.log", "w")
-        if run.prepare and not run.prepare[1].exists():
-            subprocess.run(
-                [str(c) for c in run.prepare[0]], stdout=log, stderr=subprocess.STDOUT, env=env
-            )
+        for command, output in run.prepare:
+            if not output.exists():
+                subprocess.run(
+                    [str(c) for c in command], stdout=log, stderr=subprocess.STDOUT, env=env
+                )
         log.write(" ".join(str(c) for c in run.command) + "\n")
         log.flush()
         began = time.time()
@@ -340,6 +350,7 @@ def orient_run(data: Data, args) -> Run:
         command=[
             sys.executable, ROOT / "compare_orient.py", MODEL, data.input, "out",
             "--train", args.orient_train, "--epochs", args.orient_epochs, "--snr", data.snr,
+            "--box", args.box,
         ],
         note=f"network trained on {args.orient_train:,} simulated images of the same atomic "
         f"model, {args.orient_epochs} epochs (time included)",
@@ -362,20 +373,34 @@ def known_pose_run(data: Data) -> Run:
 
 
 def cryodrgn_runs(data: Data, args) -> list[Run]:
+    """cryoDRGN 4.3.1 on its default schedules. Departures, all forced or facts of the data:
+    one thread and no loader processes (``--max-threads 1 --num-workers 0``: one CPU thread
+    per method); ``--no-amp`` (its mixed precision is CUDA's); ``--no-trans --t-extent 0``
+    (``--t-ngrid 1`` for ``abinit_homo_old``): the particles are centred, as cryohydra is told
+    with ``--no-shifts``; ``--checkpoint 1`` (``abinit``'s default is 5) so that every
+    epoch leaves a map for the resolution-against-time curve; ``--no-analysis``; seed 0.
+    ``--drgn-epochs`` / ``--drgn-search-epochs`` (default: its own, 30 and 3) only if given."""
     drgn = peer_python("cryodrgn").parent / "cryodrgn"
     parse = ([drgn, "parse_ctf_star", data.input, "-o", data.ctf_pkl], data.ctf_pkl)
     common = ["--num-workers", 0, "--max-threads", 1, "--no-amp", "--seed", 0]
-    search = ["--t-extent", 0, "--no-trans", "--l-end", 32]
+    search = ["--t-extent", 0, "--no-trans"]
     abinit = [drgn, "abinit", data.input, "--ctf", data.ctf_pkl, "-o", "out", "--zdim", 0]
-    schedule = ["-n", args.drgn_epochs, "--epochs-pose-search", args.drgn_search_epochs]
-    schedule += ["--checkpoint", 1, "--no-analysis"]
+    schedule = ["--checkpoint", 1, "--no-analysis"]
+    if args.drgn_epochs is not None:
+        schedule += ["-n", args.drgn_epochs]
+    if args.drgn_search_epochs is not None:
+        schedule += ["--epochs-pose-search", args.drgn_search_epochs]
     old = [drgn, "abinit_homo_old", data.input, "--ctf", data.ctf_pkl, "-o", "out"]
-    old += ["-n", args.drgn_old_epochs, "--checkpoint", 1, "--t-extent", 0, "--t-ngrid", 1]
-    old += ["--l-end", 32, "--no-amp", "--seed", 0]
+    old += ["--t-extent", 0, "--t-ngrid", 1, "--no-amp", "--seed", 0]
+    if args.drgn_old_epochs is not None:
+        old += ["-n", args.drgn_old_epochs]
+    epochs = args.drgn_epochs or 30
+    searched = args.drgn_search_epochs or 3
     described = (
-        f"{args.drgn_search_epochs} pose-search epochs then SGD on the pose table, "
-        f"{args.drgn_epochs} epochs in all; no shifts"
+        f"{searched} pose-search epochs then SGD on the pose table, {epochs} epochs in all "
+        f"({'its default' if args.drgn_epochs is None else 'not its default'}); no shifts"
     )
+    old_epochs = args.drgn_old_epochs or 30
     return [
         Run(
             name="cryodrgn-explicit",
@@ -383,10 +408,9 @@ def cryodrgn_runs(data: Data, args) -> list[Run]:
             family="cryodrgn",
             data=data,
             command=[*abinit, "--explicit-volume", *schedule, *search, *common],
-            note=described + "; not stopped at the cap (its own schedule to the end)",
+            note=described,
             needs="cryodrgn",
-            prepare=parse,
-            capped=False,  # the closest relative of auto-decoding, and cheap enough to finish
+            prepare=[parse],
         ),
         Run(
             name="cryodrgn-mlp",
@@ -396,7 +420,7 @@ def cryodrgn_runs(data: Data, args) -> list[Run]:
             command=[*abinit, *schedule, *search, *common],
             note=described,
             needs="cryodrgn",
-            prepare=parse,
+            prepare=[parse],
         ),
         Run(
             name="cryodrgn-homo-old",
@@ -404,14 +428,41 @@ def cryodrgn_runs(data: Data, args) -> list[Run]:
             family="cryodrgn",
             data=data,
             command=old,
-            note=f"{args.drgn_old_epochs} epochs, pose search every 5; no shifts",
+            note=f"{old_epochs} epochs ("
+            f"{'its default' if args.drgn_old_epochs is None else 'not its default'}), pose "
+            "search every 5 (its default); no shifts",
             needs="cryodrgn",
-            prepare=parse,
+            prepare=[parse],
         ),
     ]
 
 
+def cryodrgn_backproject_run(data: Data) -> Run:
+    """The second ceiling: cryoDRGN's ``backproject_voxel`` from the true poses (its
+    defaults: CTF multiplied, Wiener weight 1)."""
+    drgn = peer_python("cryodrgn").parent / "cryodrgn"
+    poses = data.ctf_pkl.with_name("true_poses.pkl")
+    return Run(
+        name="cryodrgn-backproject",
+        method="known poses, cryoDRGN backproject_voxel (ceiling)",
+        family="ceiling",
+        data=data,
+        command=[
+            drgn, "backproject_voxel", data.input, "--poses", poses, "--ctf", data.ctf_pkl,
+            "-o", "out",
+        ],
+        note="cryoDRGN backproject_voxel with the true poses",
+        needs="cryodrgn",
+        prepare=[
+            ([drgn, "parse_ctf_star", data.input, "-o", data.ctf_pkl], data.ctf_pkl),
+            ([drgn, "parse_pose_star", data.truth, "-o", poses], poses),
+        ],
+        capped=False,
+    )  # fmt: skip
+
+
 def aspire_runs(data: Data, args) -> list[Run]:
+    """ASPIRE common lines on the first ``--aspire-images`` raw images (the SNR sweep)."""
     runs = []
     for method, label in (("sync", "CLSyncVoting"), ("irls", "CommonlineIRLS")):
         runs.append(
@@ -434,12 +485,39 @@ def aspire_runs(data: Data, args) -> list[Run]:
     return runs
 
 
+def aspire_class_average_runs(data: Data, args) -> list[Run]:
+    """ASPIRE's route for noisy data: class averages of every particle (its defaults), common
+    lines on them, each particle posed from its class (``peers/aspire_classavg_run.py``)."""
+    runs = []
+    for method, label in (("sync", "CLSyncVoting"), ("irls", "CommonlineIRLS")):
+        runs.append(
+            Run(
+                name=f"aspire-classavg-{method}",
+                method=f"ASPIRE class averages + {label} + mean volume",
+                family="aspire",
+                data=data,
+                command=[
+                    peer_python("aspire"), ROOT / "peers" / "aspire_classavg_run.py",
+                    data.input, "out", "--method", method,
+                ],
+                note="all particles: RIRClass2D class averages at 32 px (its defaults, the "
+                "1000 first in its ranking, 10 images each), common lines on them, each "
+                "particle posed from its class; map at full size",
+                needs="aspire",
+            )
+        )  # fmt: skip
+    return runs
+
+
 # ----------------------------------------------------------------------------- evaluation
 
 
-def _rotation_error(data: Data, rotations: np.ndarray) -> float:
-    """Median error of the first ``len(rotations)`` particles' rotations (no shifts)."""
+def _rotation_error(data: Data, rotations: np.ndarray, chosen: np.ndarray | None = None) -> float:
+    """Median error of the first ``len(rotations)`` particles' rotations (no shifts); only of
+    the ``chosen`` ones (a boolean mask) if given."""
     true_rot = read_particles(data.truth).require_poses()[0][: len(rotations)]
+    if chosen is not None:
+        rotations, true_rot = rotations[chosen], true_rot[chosen]
     zeros = np.zeros((len(rotations), 2))
     errors = pose_errors(rotations, true_rot, zeros, zeros, symmetry=SYMMETRY[MODEL]())
     return float(errors.median_rotation_error_deg)
@@ -496,7 +574,9 @@ def _orient(run: Run, record: dict) -> dict:
 
 
 def _known(run: Run, record: dict) -> dict:
-    resolution = _map_resolution(run.data, run.folder / "out" / MAP_FILE)
+    out = run.folder / "out"
+    path = out / MAP_FILE if (out / MAP_FILE).exists() else out / "backproject.mrc"  # cryoDRGN's
+    resolution = _map_resolution(run.data, path)
     return {"resolution_a": resolution, "median_rotation_error_deg": 0.0}
 
 
@@ -538,15 +618,26 @@ def _cryodrgn(run: Run, record: dict) -> dict:
 def _aspire(run: Run, record: dict) -> dict:
     out = run.folder / "out"
     if not (out / MAP_FILE).exists():
-        return {"curve": []}
+        return {"curve": [], "outcome": "no map at the cap"}
     resolution = _map_resolution(run.data, out / MAP_FILE)
     rotations = np.load(out / "rotations.npy")
-    return {
+    timings = json.loads((out / "aspire.json").read_text())
+    result = {
         "resolution_a": resolution,
         "median_rotation_error_deg": _rotation_error(run.data, rotations),
         "curve": [[record["wall_seconds"], resolution]],
-        "timings": json.loads((out / "aspire.json").read_text()),
+        "timings": timings,
     }
+    if timings.get("unassigned"):  # in no kept class: no pose (scored as the identity)
+        posed = np.ones(len(rotations), dtype=bool)
+        posed[np.load(out / "classes.npz")["owner"] < 0] = False
+        result["posed_fraction"] = float(posed.mean())
+        result["median_rotation_error_posed_deg"] = _rotation_error(run.data, rotations, posed)
+        result["outcome"] = (
+            f"{posed.mean():.0%} of the particles in a kept class; the others have no pose "
+            f"(median error {result['median_rotation_error_posed_deg']:.1f} deg on the posed)"
+        )
+    return result
 
 
 EVALUATE = {
@@ -697,20 +788,26 @@ def plot_sweep(entries: list[dict], path: Path) -> None:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--particles", type=int, default=1000, help="main set (HSP90, SNR 0.1)")
-    parser.add_argument("--cap-minutes", type=float, default=15.0, help="0: no cap")
+    parser.add_argument("--particles", type=int, default=10_000, help="main set (HSP90, SNR 0.1)")
+    parser.add_argument("--box", type=int, default=64, help="main set's box (64 or 128 px)")
+    parser.add_argument("--cap-minutes", type=float, default=60.0, help="0: no cap")
     parser.add_argument("--lanes", type=int, default=2, help="processes at a time")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads per process")
     parser.add_argument("--epochs", type=int, default=20, help="cryohydra reconstruct")
     parser.add_argument("--orient-train", type=int, default=5000)
     parser.add_argument("--orient-epochs", type=int, default=20)
-    parser.add_argument("--drgn-epochs", type=int, default=30, help="cryodrgn abinit (its default)")
-    parser.add_argument("--drgn-search-epochs", type=int, default=2)
-    parser.add_argument("--drgn-old-epochs", type=int, default=10, help="abinit_homo_old")
+    parser.add_argument("--drgn-epochs", type=int, default=None, help="abinit (default: its 30)")
+    parser.add_argument("--drgn-search-epochs", type=int, default=None, help="(default: its 3)")
+    parser.add_argument("--drgn-old-epochs", type=int, default=None, help="abinit_homo_old (30)")
     parser.add_argument("--aspire-images", type=int, default=200)
     parser.add_argument("--aspire-cl-box", type=int, default=32)
-    parser.add_argument("--sweep-snrs", type=float, nargs="*", default=[10, 3, 1, 0.1])
+    parser.add_argument(
+        "--sweep-snrs", type=float, nargs="*", default=[], help="e.g. 10 3 1 0.1 (64 px)"
+    )
     parser.add_argument("--sweep-particles", type=int, default=1000)
+    parser.add_argument(
+        "--all-modes", action="store_true", help="also cryohydra amortized, cryoAI and orient"
+    )
     parser.add_argument("--only", nargs="*", default=None, help="run names to run")
     parser.add_argument("--rerun", nargs="*", default=[], help="run names to run again")
     parser.add_argument(
@@ -733,7 +830,7 @@ def main(argv=None) -> None:
     tag = "quick" if args.quick else ""
     for peer in PINS:
         ensure_peer(peer)
-    main_data = make_data(0.1, args.particles)
+    main_data = make_data(0.1, args.particles, args.box)
     sweep = [make_data(snr, args.sweep_particles) for snr in args.sweep_snrs]
     drgn = cryodrgn_runs(main_data, args)
     semi = cryohydra_runs(main_data, args, ["semi-amortized"])
@@ -741,12 +838,16 @@ def main(argv=None) -> None:
     runs = [  # the longest first, so that the two lanes end together
         drgn[0],
         known_pose_run(main_data),
+        cryodrgn_backproject_run(main_data),
         *semi,
         *drgn[1:],
-        *aspire,
-        *cryohydra_runs(main_data, args, ["amortized", "cryoai"]),
-        orient_run(main_data, args),
+        *aspire_class_average_runs(main_data, args),
     ]
+    if args.all_modes:  # cryohydra's other modes and orient
+        runs += [
+            *cryohydra_runs(main_data, args, ["amortized", "cryoai"]),
+            orient_run(main_data, args),
+        ]
     sweep_runs = []
     for data in sweep:
         if data == main_data:  # the main set is the sweep's point at its SNR
@@ -767,7 +868,8 @@ def main(argv=None) -> None:
         main_entries = [evaluate(r) for r in runs if r.done.exists()]
         stem = f"compare-{main_data.name}{'-' + tag if tag else ''}"
         description = (
-            f"Dataset {main_data.name}: HSP90 (C2), 64 px at 2.5 Å/px, {args.particles:,} "
+            f"Dataset {main_data.name}: HSP90 (C2), {args.box} px at {160 / args.box:g} Å/px, "
+            f"{args.particles:,} "
             "particles, SNR 0.1, EMPIAR-10028 CTF, uniform orientations, centred."
         )
         payload = {"machine": machine(), "settings": vars(args), "runs": main_entries}

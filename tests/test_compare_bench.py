@@ -53,3 +53,18 @@ def test_spread_keeps_the_last_and_at_most_n():
     assert len(picked) == 8 and picked[0] == 0 and picked[-1] == 22
     assert picked == sorted(set(picked))
     assert compare._spread(items[:5], 8) == items[:5]
+
+
+def test_every_preparation_runs_once_before_its_run(tmp_path, monkeypatch):
+    monkeypatch.setattr(compare, "COMPARE", tmp_path)
+    first, second = tmp_path / "ctf.pkl", tmp_path / "pose.pkl"
+    first.write_text("there already")
+
+    def make(path: Path) -> tuple[list, Path]:
+        return [sys.executable, "-c", f"open({str(path)!r}, 'a').write('x')"], path
+
+    run = _run(tmp_path, "prepared", [sys.executable, "-c", "pass"])
+    run.prepare = [make(first), make(second)]
+    compare.Lanes(lanes=1, threads=1, cap_s=0).run_all([run])
+    assert first.read_text() == "there already"  # not made again
+    assert second.read_text() == "x"  # made
