@@ -461,51 +461,41 @@ def cryodrgn_backproject_run(data: Data) -> Run:
     )  # fmt: skip
 
 
-def aspire_runs(data: Data, args) -> list[Run]:
-    """ASPIRE common lines on the first ``--aspire-images`` raw images (the SNR sweep)."""
+def aspire_runs(data: Data, args, class_averages: bool = False) -> list[Run]:
+    """ASPIRE common lines on the first ``--aspire-images`` raw images (the SNR sweep), or
+    with ``class_averages`` its route for noisy data: class averages of every particle (its
+    defaults), common lines on them, each particle posed from its class
+    (``peers/aspire_classavg_run.py``), capped like the others."""
     runs = []
     for method, label in (("sync", "CLSyncVoting"), ("irls", "CommonlineIRLS")):
+        if class_averages:
+            script, options = "aspire_classavg_run.py", []
+            name, title = f"aspire-classavg-{method}", f"class averages + {label}"
+            note = (
+                "all particles: RIRClass2D class averages at 32 px (its defaults, the 1000 "
+                "first in its ranking, 10 images each), common lines on them, each particle "
+                "posed from its class; map at full size"
+            )
+        else:
+            script, name, title = "aspire_run.py", f"aspire-{method}", label
+            options = ["--images", args.aspire_images, "--cl-box", args.aspire_cl_box]
+            note = (
+                f"first {args.aspire_images} particles; common lines at "
+                f"{args.aspire_cl_box} px, map at 64 px"
+            )
+        command = [peer_python("aspire"), ROOT / "peers" / script, data.input, "out"]
         runs.append(
             Run(
-                name=f"aspire-{method}",
-                method=f"ASPIRE {label} + mean volume",
+                name=name,
+                method=f"ASPIRE {title} + mean volume",
                 family="aspire",
                 data=data,
-                command=[
-                    peer_python("aspire"), ROOT / "peers" / "aspire_run.py", data.input, "out",
-                    "--images", args.aspire_images, "--method", method,
-                    "--cl-box", args.aspire_cl_box,
-                ],
-                note=f"first {args.aspire_images} particles; common lines at "
-                f"{args.aspire_cl_box} px, map at 64 px",
+                command=[*command, "--method", method, *options],
+                note=note,
                 needs="aspire",
-                capped=False,
+                capped=class_averages,
             )
-        )  # fmt: skip
-    return runs
-
-
-def aspire_class_average_runs(data: Data, args) -> list[Run]:
-    """ASPIRE's route for noisy data: class averages of every particle (its defaults), common
-    lines on them, each particle posed from its class (``peers/aspire_classavg_run.py``)."""
-    runs = []
-    for method, label in (("sync", "CLSyncVoting"), ("irls", "CommonlineIRLS")):
-        runs.append(
-            Run(
-                name=f"aspire-classavg-{method}",
-                method=f"ASPIRE class averages + {label} + mean volume",
-                family="aspire",
-                data=data,
-                command=[
-                    peer_python("aspire"), ROOT / "peers" / "aspire_classavg_run.py",
-                    data.input, "out", "--method", method,
-                ],
-                note="all particles: RIRClass2D class averages at 32 px (its defaults, the "
-                "1000 first in its ranking, 10 images each), common lines on them, each "
-                "particle posed from its class; map at full size",
-                needs="aspire",
-            )
-        )  # fmt: skip
+        )
     return runs
 
 
@@ -841,7 +831,7 @@ def main(argv=None) -> None:
         cryodrgn_backproject_run(main_data),
         *semi,
         *drgn[1:],
-        *aspire_class_average_runs(main_data, args),
+        *aspire_runs(main_data, args, class_averages=True),
     ]
     if args.all_modes:  # cryohydra's other modes and orient
         runs += [

@@ -76,10 +76,9 @@ from pathlib import Path
 
 import mrcfile
 import numpy as np
-from aspire.abinitio import CLSyncVoting, CommonlineIRLS
 from aspire.denoising import DefaultClassAvgSource
-from aspire.reconstruction import MeanEstimator
 from aspire.source import RelionSource
+from aspire_run import estimate_rotations, mean_volume  # this folder: the same steps
 
 N_CLASSES = 1000  # simulated_abinitio_pipeline.py, "small sim"
 N_NBOR = 10  # the same
@@ -120,16 +119,6 @@ def class_average(images, n_nbor: int, n_classes: int):
     return kept, table
 
 
-def estimate_rotations(source, method: str, n_theta: int) -> np.ndarray:
-    """Common-lines rotations in ASPIRE's convention (microscope -> molecule)."""
-    if method == "sync":
-        orient = CLSyncVoting(source, n_theta=n_theta, disable_gpu=True)
-    else:  # alpha=2/3: the spectral-norm bound; alpha=None solves an SDP per iteration
-        orient = CommonlineIRLS(source, n_theta=n_theta, alpha=2 / 3, disable_gpu=True)
-    orient.estimate_rotations()
-    return np.asarray(orient.rotations, dtype=np.float64)
-
-
 def in_plane(angles: np.ndarray, reflections: np.ndarray) -> np.ndarray:
     """``Rz(-theta) F^refl``: a class member's pose relative to its class (see the docstring)."""
     c, s = np.cos(-angles), np.sin(-angles)
@@ -156,16 +145,6 @@ def particle_rotations(class_rotations: np.ndarray, table: dict, n: int):
         owner[picks], column[picks] = row, free
         rotations[picks] = class_rotations[row] @ relative[row][free]
     return rotations, owner, column
-
-
-def mean_volume(source, outdir: Path, maxiter: int) -> np.ndarray:
-    estimator = MeanEstimator(
-        source,
-        checkpoint_iterations=None,
-        checkpoint_prefix=str(outdir / "cg_checkpoint"),  # else it writes into the cwd
-        maxiter=maxiter,
-    )
-    return -estimator.estimate().asnumpy()[0]  # ASPIRE's CTF is -CTF_RELION
 
 
 def main() -> None:
