@@ -38,7 +38,7 @@ def test_a_class_search_that_did_not_settle_says_which_measure_moved():
     records = _records(settled=False)
     records[1]["pose_search"]["class_changed"] = [0.2, 0.05, 0.031]
     (warning,) = convergence_warnings([records], 7.0, 7.0)
-    assert "9.0 % of a class's members" in warning.message
+    assert "9.0 % of the images still changed pose in their class" in warning.message
     assert "3.1 % of the images changed class" in warning.message
 
 

@@ -67,7 +67,7 @@ def _search_warning(records: list[dict]) -> Warning_ | None:
         moves = f"{100 * changed[-1]:.1f} % of the images still changed pose"
         if "class_changed" in search:  # --classes: poses within a class, and classes
             moves = (
-                f"{100 * changed[-1]:.1f} % of a class's members still changed pose and "
+                f"{100 * changed[-1]:.1f} % of the images still changed pose in their class and "
                 f"{100 * search['class_changed'][-1]:.1f} % of the images changed class"
             )
         return Warning_(

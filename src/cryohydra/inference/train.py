@@ -513,12 +513,20 @@ class AbInitio:
         """Each particle's amplitude ``a`` in closed form against the map at its pose: with
         the projection ``P`` made with the current ``a``, the least-squares factor
         ``b = Re <P, X> / |P|^2`` gives ``a b``; then bounded to ``SCALE_LIMITS`` and divided
-        by the mean over all particles (the map holds the overall scale). Returns the spread."""
+        by the mean over all particles (the map holds the overall scale; with ``--classes``,
+        over the class's members: each map holds its class's). Returns the spread."""
         current = torch.as_tensor(self.data.particles.require_ctf().scale, device=self.device)
         found = current.clone()
         for rows, inner, model_power, _ in self._fits(epoch):
             found[rows] = current[rows] * inner / model_power.clamp_min(1e-30)
-        found = normalised_amplitudes(found, self.n_total, self.context)
+        if self.n_classes == 1:
+            found = normalised_amplitudes(found, self.n_total, self.context)
+        else:  # each map holds its class's scale: the mean is 1 within each class
+            for klass in range(self.n_classes):
+                members = self.classes == klass
+                count = self.context.sum_float(float(members.sum()))  # the same on every rank
+                if count > 0:
+                    found[members] = normalised_amplitudes(found[members], int(count), self.context)
         self.data.set_amplitude_scale(found.cpu().numpy())
         every = self._gather(found)
         return {
@@ -690,6 +698,7 @@ class AbInitio:
                 self.loss_resolution_a(epoch),
                 context=self.context,
                 members=moving,
+                symmetry=self.volumes[small].operators,  # after the switch: the run's group
             )
             self.volumes[small].load_map(volume)
             for parameter in self.volumes[small].parameters():
