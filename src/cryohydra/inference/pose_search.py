@@ -125,6 +125,7 @@ class SearchResult:
 
 _GRID, _CANDIDATE, _PREVIOUS = 0, 1, 2
 _SOURCES = ("grid", "candidate", "previous")
+_BATCH = 512  # images per batch of the searches and reconstructions
 
 
 def grid_spacing_deg(nside: int) -> float:
@@ -232,7 +233,7 @@ def known_pose_map(
     rotations: torch.Tensor,
     shifts_a: torch.Tensor,
     resolution_a: float,
-    batch_size: int = 512,
+    batch_size: int = _BATCH,
     context: Context | None = None,
     symmetry: torch.Tensor | None = None,
     members: torch.Tensor | None = None,
@@ -358,7 +359,7 @@ def projection_matching(
     refine: bool = False,
     max_shift_a: float | None = None,
     amplitudes: bool = False,
-    batch_size: int = 512,
+    batch_size: int = _BATCH,
     context: Context | None = None,
     on_batch: Callable[[int, int, int], None] | None = None,
     members: torch.Tensor | None = None,
@@ -594,8 +595,13 @@ def class_projection_matching(
     changed: list[float] = []
     class_changed: list[float] = []
     total = context.sum_float(float(len(classes)))
+
+    def sizes(classes: torch.Tensor) -> list[float]:  # each class's members on all ranks
+        return context.sum(torch.bincount(classes, minlength=k).double()).tolist()
+
     for round_ in range(rounds):
         moved = []
+        members = sizes(classes)
         for klass, volume in enumerate(volumes):
             tried = [] if candidates is None else [candidates[:, klass]]
             if round_ > 0:
@@ -624,17 +630,16 @@ def class_projection_matching(
             )
             rotations[:, klass], shifts[:, klass] = found.rotations, found.shifts_a
             errors[:, klass] = found.errors
-            members = context.sum_float(float((classes == klass).sum()))
-            moved.append(found.changed[-1] * members)
+            moved.append(found.changed[-1] * members[klass])
         assigned = errors.argmin(dim=1)
         class_changed.append(context.sum_float(float((assigned != classes).sum())) / total)
         changed.append(sum(moved) / total)
         classes = assigned
         group = volumes[0].operators
-        sums = _class_halves(data, rotations, shifts, classes, resolution_a, 512, group)
-        for klass, (volume, halves) in enumerate(zip(volumes, sums, strict=True)):
+        sums = _class_halves(data, rotations, shifts, classes, resolution_a, _BATCH, group)
+        for volume, halves, size in zip(volumes, sums, sizes(classes), strict=True):
             _sum_over_ranks(halves, context)
-            if context.sum_float(float((classes == klass).sum())) > 0:
+            if size > 0:
                 volume.load_map(wiener_maps(*halves)[0].to(classes.device))
         if changed[-1] <= converged and class_changed[-1] <= converged:
             break

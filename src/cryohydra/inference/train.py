@@ -522,11 +522,11 @@ class AbInitio:
         if self.n_classes == 1:
             found = normalised_amplitudes(found, self.n_total, self.context)
         else:  # each map holds its class's scale: the mean is 1 within each class
-            for klass in range(self.n_classes):
+            sizes = torch.bincount(self.classes, minlength=self.n_classes).double()
+            for klass, size in enumerate(self.context.sum(sizes).tolist()):
                 members = self.classes == klass
-                count = self.context.sum_float(float(members.sum()))  # the same on every rank
-                if count > 0:
-                    found[members] = normalised_amplitudes(found[members], int(count), self.context)
+                if size > 0:  # the same on every rank
+                    found[members] = normalised_amplitudes(found[members], int(size), self.context)
         self.data.set_amplitude_scale(found.cpu().numpy())
         every = self._gather(found)
         return {
